@@ -1,0 +1,9 @@
+"""controlsamp: sampling, bridging and control with diffusions, checked against exact answers.
+
+Layers (imports point down only): targets, processes -> exact, sde -> control -> samplers, bridges,
+langevin -> metrics -> train, cli. See DESIGN.md.
+"""
+from . import targets
+
+__version__ = "0.1.0"
+__all__ = ["targets"]

@@ -1,0 +1,106 @@
+"""Input checks shared by every layer: each error names the argument and what was expected."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+
+Array = "torch.Tensor | np.ndarray | float | list"
+
+DTYPE = torch.float64
+
+
+def as_tensor(value, name: str, dtype: torch.dtype = DTYPE, device=None) -> torch.Tensor:
+    """Convert a number, list, numpy array or tensor to a tensor of ``dtype``; reject NaN and inf."""
+    try:
+        if isinstance(value, torch.Tensor):
+            out = value.to(dtype=dtype, device=device if device is not None else value.device)
+        else:
+            out = torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=dtype, device=device)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric (a number, array or tensor); got {type(value).__name__}") from exc
+    if not torch.isfinite(out).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return out
+
+
+def check_positive(value, name: str) -> float:
+    """A finite scalar > 0."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a positive number; got {value!r}") from exc
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a positive finite number; got {v}")
+    return v
+
+
+def check_vector(value, name: str, dim: Optional[int] = None, **kw) -> torch.Tensor:
+    """A 1-d tensor of length ``dim`` (when given)."""
+    v = as_tensor(value, name, **kw)
+    if v.ndim == 0:
+        v = v.reshape(1)
+    if v.ndim != 1:
+        raise ValueError(f"{name} must be a vector of shape (d,); got shape {tuple(v.shape)}")
+    if dim is not None and v.shape[0] != dim:
+        raise ValueError(f"{name} must have length {dim}; got {v.shape[0]}")
+    return v
+
+
+def check_square(value, name: str, dim: Optional[int] = None, **kw) -> torch.Tensor:
+    """A (d, d) matrix; a scalar becomes a 1x1 matrix."""
+    m = as_tensor(value, name, **kw)
+    if m.ndim == 0:
+        m = m.reshape(1, 1)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"{name} must be a square matrix of shape (d, d); got shape {tuple(m.shape)}")
+    if dim is not None and m.shape[0] != dim:
+        raise ValueError(f"{name} must have shape ({dim}, {dim}); got {tuple(m.shape)}")
+    return m
+
+
+def check_symmetric(value, name: str, dim: Optional[int] = None, psd: bool = False, **kw) -> torch.Tensor:
+    """A symmetric matrix, positive definite (default) or positive semi-definite (``psd=True``)."""
+    m = check_square(value, name, dim, **kw)
+    scale = max(1.0, float(m.abs().max()))
+    if float((m - m.T).abs().max()) > 1e-8 * scale:
+        raise ValueError(f"{name} must be symmetric; max |{name} - {name}^T| = {float((m - m.T).abs().max()):.3g}")
+    m = 0.5 * (m + m.T)
+    eig_min = float(torch.linalg.eigvalsh(m).min())
+    if psd:
+        if eig_min < -1e-10 * scale:
+            raise ValueError(f"{name} must be positive semi-definite; smallest eigenvalue {eig_min:.3g}")
+    elif eig_min <= 1e-13 * scale:
+        raise ValueError(f"{name} must be symmetric positive definite; smallest eigenvalue {eig_min:.3g}")
+    return m
+
+
+def check_spd(value, name: str, dim: Optional[int] = None, **kw) -> torch.Tensor:
+    """A symmetric positive definite matrix."""
+    return check_symmetric(value, name, dim, psd=False, **kw)
+
+
+def check_points(x, name: str, dim: int, dtype: torch.dtype = DTYPE) -> torch.Tensor:
+    """Points of shape (n, dim); a single point of shape (dim,) becomes (1, dim)."""
+    if isinstance(x, torch.Tensor):
+        xt = x.to(dtype)
+    else:
+        xt = as_tensor(x, name, dtype)
+    if xt.ndim == 1:
+        xt = xt.unsqueeze(0)
+    if xt.ndim != 2 or xt.shape[1] != dim:
+        raise ValueError(f"{name} must have shape (n, {dim}); got {tuple(xt.shape)}")
+    return xt
+
+
+def check_time(t, T: float, name: str = "t") -> float:
+    """A scalar time in [0, T]."""
+    try:
+        tv = float(t)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a scalar time in [0, {T}]; got {t!r}") from exc
+    if not (0.0 <= tv <= T) or not math.isfinite(tv):
+        raise ValueError(f"{name} must lie in [0, T] = [0, {T}]; got {tv}")
+    return tv

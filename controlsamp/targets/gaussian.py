@@ -1,0 +1,95 @@
+"""Gaussian and Gaussian-mixture targets: normalised (log Z = 0), exact samples, closed-form scores."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from .._linalg import symmetrize
+from .._validate import DTYPE, as_tensor, check_spd, check_vector
+from .base import Target
+
+
+class Gaussian(Target):
+    r"""N(mean, cov): :math:`\log \pi(x) = -\tfrac12 (x-m)^\top S^{-1}(x-m) - \tfrac12\log\det(2\pi S)`."""
+
+    def __init__(self, mean, cov, name: str = "gaussian"):
+        self.mean = check_vector(mean, "mean")
+        self.dim = self.mean.shape[0]
+        self.cov = check_spd(cov, "cov", self.dim)
+        self._chol = torch.linalg.cholesky(self.cov)
+        self.log_Z = 0.0
+        self.name = name
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_x(x)
+        diff = (x.to(DTYPE) - self.mean).T
+        z = torch.linalg.solve_triangular(self._chol, diff, upper=False)
+        logdet = 2.0 * torch.log(torch.diagonal(self._chol)).sum()
+        return (-0.5 * (z * z).sum(0) - 0.5 * (self.dim * math.log(2 * math.pi) + logdet)).to(x.dtype)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_x(x)
+        diff = (x.to(DTYPE) - self.mean).T
+        return (-torch.cholesky_solve(diff, self._chol)).T.to(x.dtype)
+
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        z = torch.randn(int(n), self.dim, dtype=DTYPE, generator=generator)
+        return self.mean + z @ self._chol.T
+
+
+class GaussianMixture(Target):
+    r"""sum_k w_k N(m_k, S_k), normalised: log Z = 0. ``weights`` (K,) are normalised to sum to one."""
+
+    def __init__(self, weights, means, covs, name: str = "gmm"):
+        w = check_vector(weights, "weights")
+        if (w <= 0).any():
+            raise ValueError("weights must be positive")
+        self.weights = w / w.sum()
+        self.means = as_tensor(means, "means")
+        K = self.weights.shape[0]
+        if self.means.ndim != 2 or self.means.shape[0] != K:
+            raise ValueError(f"means must have shape ({K}, d) to match weights; got {tuple(self.means.shape)}")
+        self.dim = self.means.shape[1]
+        covs = as_tensor(covs, "covs")
+        if covs.shape != (K, self.dim, self.dim):
+            raise ValueError(f"covs must have shape ({K}, {self.dim}, {self.dim}); got {tuple(covs.shape)}")
+        self.covs = torch.stack([check_spd(c, f"covs[{k}]") for k, c in enumerate(covs)])
+        self._chols = torch.linalg.cholesky(self.covs)
+        self.log_Z = 0.0
+        self.name = name
+
+    @property
+    def n_components(self) -> int:
+        return self.weights.shape[0]
+
+    def component_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log w_k + log N(x; m_k, S_k), shape (n, K)."""
+        self._check_x(x)
+        diff = (x.to(DTYPE).unsqueeze(0) - self.means.unsqueeze(1)).transpose(1, 2)  # (K, d, n)
+        z = torch.linalg.solve_triangular(self._chols, diff, upper=False)
+        logdet = 2.0 * torch.log(torch.diagonal(self._chols, dim1=1, dim2=2)).sum(-1)
+        lp = -0.5 * (z * z).sum(1) - 0.5 * (self.dim * math.log(2 * math.pi) + logdet).unsqueeze(1)
+        return (lp + torch.log(self.weights).unsqueeze(1)).T
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(self.component_log_prob(x), dim=1).to(x.dtype)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        post = torch.softmax(self.component_log_prob(x), dim=1)  # (n, K)
+        diff = (x.to(DTYPE).unsqueeze(0) - self.means.unsqueeze(1)).transpose(1, 2)
+        comp = -torch.cholesky_solve(diff, self._chols).transpose(1, 2)  # (K, n, d)
+        return torch.einsum("nk,knd->nd", post, comp).to(x.dtype)
+
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        k = torch.multinomial(self.weights, int(n), replacement=True, generator=generator)
+        z = torch.randn(int(n), self.dim, dtype=DTYPE, generator=generator)
+        return self.means[k] + torch.einsum("nij,nj->ni", self._chols[k], z)
+
+    def moments(self):
+        """Mean and covariance of the mixture."""
+        mean = self.weights @ self.means
+        dm = self.means - mean
+        cov = torch.einsum("k,kij->ij", self.weights, self.covs) + torch.einsum("k,ki,kj->ij", self.weights, dm, dm)
+        return mean, symmetrize(cov)
