@@ -3,7 +3,7 @@
 Layers (imports point down only): targets, processes -> exact, sde -> control -> samplers, bridges,
 langevin -> metrics -> train, cli. See DESIGN.md.
 """
-from . import targets
+from . import exact, processes, targets
 
 __version__ = "0.1.0"
-__all__ = ["targets"]
+__all__ = ["targets", "processes", "exact"]

@@ -1,0 +1,60 @@
+"""KL, W2 and entropic OT between Gaussians against independent implementations (torch.distributions, POT)."""
+import numpy as np
+import ot
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from torch.distributions import MultivariateNormal, kl_divergence
+
+import controlsamp as cs
+from strategies import spd, vector
+
+PAIR = st.integers(1, 6).flatmap(lambda d: st.tuples(vector(d), spd(d), vector(d), spd(d)))
+
+
+@settings(max_examples=50, deadline=None)
+@given(PAIR)
+def test_kl_matches_torch_distributions(pair):
+    m0, S0, m1, S1 = pair
+    ref = kl_divergence(MultivariateNormal(torch.as_tensor(m0), torch.as_tensor(S0)),
+                        MultivariateNormal(torch.as_tensor(m1), torch.as_tensor(S1)))
+    assert abs(cs.exact.gaussian_kl(m0, S0, m1, S1) - float(ref)) < 1e-7 * (1 + float(ref))
+
+
+@settings(max_examples=50, deadline=None)
+@given(PAIR)
+def test_w2_matches_pot_and_the_map(pair):
+    m0, S0, m1, S1 = pair
+    ref = float(ot.gaussian.bures_wasserstein_distance(m0, m1, S0, S1))  # POT returns W2, not W2^2
+    assert abs(cs.exact.bures_wasserstein(m0, S0, m1, S1) - ref) < 1e-6 * (1 + ref)
+    A = cs.exact.bures_map(S0, S1).numpy()
+    np.testing.assert_allclose(A @ S0 @ A, S1, rtol=1e-6, atol=1e-6 * np.abs(S1).max())  # the map pushes S0 to S1
+
+
+def test_w2_against_exact_ot_on_samples():
+    """W2 between two 1-d Gaussians equals the empirical quantile coupling's cost (sorted samples) within 5 se."""
+    rng = np.random.default_rng(0)
+    n = 200000
+    x = np.sort(rng.normal(1.0, 2.0, n))
+    y = np.sort(rng.normal(-1.0, 0.5, n))
+    d2 = (x - y) ** 2
+    w2sq = cs.exact.bures_wasserstein([1.0], [[4.0]], [-1.0], [[0.25]]) ** 2
+    assert abs(d2.mean() - w2sq) < 5 * d2.std() / np.sqrt(n) + 1e-3
+
+
+def test_entropic_cost_tends_to_w2_as_eps_vanishes():
+    m0, S0, m1, S1 = [0.0, 1.0], [[2.0, 0.3], [0.3, 1.0]], [1.0, -1.0], [[0.5, 0.0], [0.0, 3.0]]
+    w2sq = cs.exact.bures_wasserstein(m0, S0, m1, S1) ** 2
+    # the eps KL term costs O(eps log eps)
+    for eps in (1e-3, 1e-5):
+        gap = cs.exact.entropic_ot_gaussian(m0, S0, m1, S1, eps) - w2sq
+        assert abs(gap) < 10 * eps * abs(np.log(eps)) * 2
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="cov1"):
+        cs.exact.gaussian_kl([0.0], [[1.0]], [0.0], [[-1.0]])
+    with pytest.raises(ValueError, match="mean1"):
+        cs.exact.bures_wasserstein([0.0], [[1.0]], [0.0, 1.0], [[1.0]])
+    with pytest.raises(ValueError, match="eps"):
+        cs.exact.entropic_ot_gaussian([0.0], [[1.0]], [0.0], [[1.0]], 0.0)
