@@ -42,7 +42,7 @@ def _riccati_ivp(p):
                      method="DOP853", dense_output=True)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(lqr_problem())
 def test_riccati_and_cost_match_solve_ivp(problem):
     p, x0 = problem

@@ -74,7 +74,7 @@ class SchrodingerFollmer:
             b = x / a
             A = eye + lam * self._S                                    # (K, d, d)
             u = b.unsqueeze(0) - lam * self._m.unsqueeze(1)             # (K, n, d)
-            Gu = (self._S @ torch.linalg.solve(A, u.transpose(1, 2))).transpose(1, 2)
+            Gu = u @ torch.linalg.solve(A, self._S)  # u S (I + lam S)^{-1}; S and A commute
             per_k = (-0.5 * torch.linalg.slogdet(A)[1].unsqueeze(1) + (b @ self._m.T).T
                      - 0.5 * lam * (self._m * self._m).sum(1).unsqueeze(1) + 0.5 * (u * Gu).sum(2))  # (K, n)
             common = 0.5 * d * math.log(c / a) - (x * x).sum(1) / (2 * a)
@@ -97,9 +97,9 @@ class SchrodingerFollmer:
         eye = torch.eye(self.dim, dtype=torch.float64)
         M = r * self._S + s2 * (T - t) * eye                       # (K, d, d)
         G = self._S / T - s2 * eye                                  # (K, d, d)
+        W = G @ torch.linalg.inv(M)                                 # (K, d, d), small
         diff = (x.unsqueeze(0) - r * self._m.unsqueeze(1))          # (K, n, d)
-        sol = torch.linalg.solve(M, diff.transpose(1, 2))           # (K, d, n)
-        comp = self._m.unsqueeze(1) / T + (G @ sol).transpose(1, 2)  # (K, n, d)
+        comp = self._m.unsqueeze(1) / T + diff @ W.transpose(1, 2)  # (K, n, d)
         if comp.shape[0] == 1:
             return comp[0]
         logits, _ = self._log_h_components(t, x)

@@ -78,20 +78,21 @@ class LQR:
         Y = E[d:, :d] + E[d:, d:] @ P
         return symmetrize(torch.linalg.solve(X.T, Y.T).T)
 
-    def _sweep(self, t: float):
-        """P(t) and r(t) = int_t^T tr(sigma sigma' P), by stepping back from T."""
+    def _sweep(self, t: float, with_noise_term: bool = True):
+        """P(t) and r(t) = int_t^T tr(sigma sigma' P) (0.0 unless ``with_noise_term``), stepping back from T."""
         SS = self.sigma @ self.sigma.T
         P, s, r = self.F, self.T, 0.0
         while s > t + 1e-15:
             dt = min(self._h, s - t)
-            for x, w in zip(_GL_X.tolist(), _GL_W.tolist()):
-                r += w * dt * float(torch.trace(SS @ self._flow(P, x * dt)))
+            if with_noise_term:
+                for x, w in zip(_GL_X.tolist(), _GL_W.tolist()):
+                    r += w * dt * float(torch.trace(SS @ self._flow(P, x * dt)))
             P, s = self._flow(P, dt), s - dt
         return P, r
 
     def riccati(self, t) -> Tensor:
         """P(t), (d, d)."""
-        return self._sweep(check_time(t, self.T))[0]
+        return self._sweep(check_time(t, self.T), with_noise_term=False)[0]
 
     def gain(self, t) -> Tensor:
         """K(t) = -R^{-1} B' P(t), (m, d): u* = K(t) x."""
