@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from typing import Optional
 
 import numpy as np
@@ -35,6 +36,19 @@ def check_positive(value, name: str) -> float:
     if not math.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be a positive finite number; got {v}")
     return v
+
+
+def check_dim(value, name: str = "dim") -> int:
+    """A positive integer (numpy integers accepted, bools and floats rejected)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    try:
+        v = operator.index(value)
+    except TypeError as exc:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}") from exc
+    if v < 1:
+        raise ValueError(f"{name} must be a positive integer; got {v}")
+    return int(v)
 
 
 def check_vector(value, name: str, dim: Optional[int] = None, **kw) -> torch.Tensor:

@@ -28,9 +28,9 @@ class LQR:
 
     and the optimal feedback is u*(t, x) = -R^{-1} B' P(t) x (e.g. Fleming & Rishel 1975, ch. VI).
     P is computed exactly through the Hamiltonian flow: with H = [[A, -B R^{-1} B'], [-Q, -A']],
-    [X; Y](t) = exp(H (t - s)) [I; P(s)] gives P(t) = Y X^{-1}; the flow is applied in steps of length at
-    most ``1 / ||H||`` so that no step is ill-conditioned. r(t) uses 12-point Gauss–Legendre quadrature on
-    each step (exact to round-off for the analytic P).
+    [X; Y](t) = exp(H (t - s)) [I; P(s)] gives P(t) = Y X^{-1}; the flow is applied in steps no longer than
+    ``1 / ||H||`` (so that no step is ill-conditioned) nor than ``1 / (2 ||B R^{-1} B'|| ||P||)`` (the time scale
+    of the Riccati nonlinearity). r(t) uses 12-point Gauss–Legendre quadrature on each step.
 
     sigma may be a scalar (sigma I), a vector (diagonal) or a (d, k) matrix; sigma = 0 gives the
     deterministic regulator.
@@ -82,8 +82,12 @@ class LQR:
         """P(t) and r(t) = int_t^T tr(sigma sigma' P) (0.0 unless ``with_noise_term``), stepping back from T."""
         SS = self.sigma @ self.sigma.T
         P, s, r = self.F, self.T, 0.0
+        BRB = self.B @ self._Rinv_Bt
         while s > t + 1e-15:
-            dt = min(self._h, s - t)
+            # steps no longer than 1/||H|| (conditioning of the flow) nor than the time scale of the
+            # Riccati nonlinearity 1/(||B R^-1 B'|| ||P||) (accuracy of the quadrature near a sharp layer)
+            rate = float(torch.linalg.matrix_norm(BRB, ord=2) * torch.linalg.matrix_norm(P, ord=2))
+            dt = min(self._h, 0.5 / max(rate, 1e-300), s - t)
             if with_noise_term:
                 for x, w in zip(_GL_X.tolist(), _GL_W.tolist()):
                     r += w * dt * float(torch.trace(SS @ self._flow(P, x * dt)))

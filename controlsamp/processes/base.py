@@ -20,28 +20,14 @@ float64; inputs may be numpy arrays or tensors, outputs are tensors.
 """
 from __future__ import annotations
 
-import operator
 from typing import Optional, Tuple
 
 import torch
 
 from .._linalg import symmetrize, sym_sqrt
-from .._validate import DTYPE, as_tensor, check_points, check_positive, check_symmetric, check_time, check_vector
+from .._validate import DTYPE, as_tensor, check_dim, check_points, check_positive, check_symmetric, check_time, check_vector
 
 __all__ = ["LinearSDE", "IsotropicLinearSDE", "TorchSDE", "lti_transition"]
-
-
-def _check_dim(value, name: str = "dim") -> int:
-    """A positive integer (numpy integers accepted, bools and floats rejected)."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError as exc:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}") from exc
-    if v < 1:
-        raise ValueError(f"{name} must be a positive integer; got {v}")
-    return int(v)
 
 
 def lti_transition(A: torch.Tensor, D: torch.Tensor, h: float) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -98,9 +84,9 @@ class LinearSDE:
     diagonal_noise: bool = False
 
     def __init__(self, dim: int, T: float = 1.0, noise_dim: Optional[int] = None):
-        self.dim = _check_dim(dim, "dim")
+        self.dim = check_dim(dim, "dim")
         self.T = check_positive(T, "T")
-        self.noise_dim = self.dim if noise_dim is None else _check_dim(noise_dim, "noise_dim")
+        self.noise_dim = self.dim if noise_dim is None else check_dim(noise_dim, "noise_dim")
 
     # ------------------------------------------------------------------ checks
     def _time(self, t, name: str = "t") -> float:
@@ -188,7 +174,7 @@ class LinearSDE:
 
     @staticmethod
     def _check_n(n) -> int:
-        return _check_dim(n, "n")
+        return check_dim(n, "n")
 
     def sample_marginal(self, t, n: int, mean0, cov0=None,
                         generator: Optional[torch.Generator] = None) -> torch.Tensor:

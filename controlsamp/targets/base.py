@@ -5,6 +5,8 @@ from typing import Callable, Optional
 
 import torch
 
+from .._validate import check_dim
+
 
 class Target:
     """An unnormalised target density pi~(x) = Z pi(x) on R^d.
@@ -39,13 +41,11 @@ class Target:
     def from_log_prob(cls, fn: Callable[[torch.Tensor], torch.Tensor], dim: int, log_Z: Optional[float] = None,
                       name: str = "custom") -> "Target":
         """Wrap a user's batched log-density ``fn: (n, dim) -> (n,)``."""
-        return _FunctionTarget(fn, int(dim), log_Z, name)
+        return _FunctionTarget(fn, check_dim(dim, "dim"), log_Z, name)
 
 
 class _FunctionTarget(Target):
     def __init__(self, fn, dim, log_Z, name):
-        if dim < 1:
-            raise ValueError(f"dim must be a positive integer; got {dim}")
         self.fn, self.dim, self.log_Z, self.name = fn, dim, log_Z, name
 
     def log_prob(self, x):
