@@ -1,0 +1,117 @@
+"""Feedback policies u(t, x): a time-conditioned MLP and an affine policy on the time grid."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+Tensor = torch.Tensor
+
+
+def _time_column(t, x: Tensor) -> Tensor:
+    """t (a float or a 0-d/1-element tensor) as an (n, 1) column matching x."""
+    tt = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1)
+    return tt[:1].expand(x.shape[0]).unsqueeze(1) if tt.numel() == 1 else tt.reshape(-1, 1)
+
+
+class FourierTime(nn.Module):
+    r"""Time features [sin(2 pi k t / T), cos(2 pi k t / T)]_{k=1..K} and t/T (Tancik et al. 2020)."""
+
+    def __init__(self, T: float, n_freq: int = 4):
+        super().__init__()
+        self.T = float(T)
+        self.register_buffer("freqs", 2 * math.pi * torch.arange(1, n_freq + 1, dtype=torch.float32) / self.T)
+        self.out_dim = 2 * n_freq + 1
+
+    def forward(self, t_col: Tensor) -> Tensor:
+        ang = t_col * self.freqs.to(t_col.dtype)
+        return torch.cat([torch.sin(ang), torch.cos(ang), t_col / self.T], dim=1)
+
+
+class MLPPolicy(nn.Module):
+    r"""u(t, x) = NN([x, phi(t)]) + c(t) * h(x), an MLP on the state and Fourier time features phi(t).
+
+    With ``feature`` (a callable x -> (n, m), e.g. -R^{-1} B' grad g(x) / 2, the optimal control at t = T)
+    a learned time-dependent gain c(t) in R^m multiplies it, as in the path integral sampler's
+    NN_1(t, x) + NN_2(t) grad log pi (Zhang & Chen 2022). The output layers start at zero, so training
+    starts from the uncontrolled process.
+    """
+
+    def __init__(self, dim: int, control_dim: int, T: float = 1.0, hidden: int = 64, depth: int = 2,
+                 n_freq: int = 4, feature: Optional[Callable[[Tensor], Tensor]] = None):
+        super().__init__()
+        self.dim, self.control_dim = dim, control_dim
+        self.time = FourierTime(T, n_freq)
+        layers, width = [], dim + self.time.out_dim
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.SiLU()]
+            width = hidden
+        last = nn.Linear(width, control_dim)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(*layers, last)
+        self.feature = feature
+        if feature is not None:
+            gain_last = nn.Linear(hidden, control_dim)
+            nn.init.zeros_(gain_last.weight)
+            nn.init.zeros_(gain_last.bias)
+            self.gain = nn.Sequential(nn.Linear(self.time.out_dim, hidden), nn.SiLU(), gain_last)
+
+    def forward(self, t, x: Tensor) -> Tensor:
+        tf = self.time(_time_column(t, x))
+        u = self.net(torch.cat([x, tf], dim=1))
+        if self.feature is not None:
+            u = u + self.gain(tf) * self.feature(x)
+        return u
+
+
+class AffinePolicy(nn.Module):
+    r"""u(t, x) = K_i x + k_i for t in [t_i, t_{i+1}) on a uniform grid of ``steps`` intervals of [0, T].
+
+    The exact policy class of linear–quadratic problems (u* = -R^{-1} B' P(t) x), piecewise constant in
+    time. Starts at zero."""
+
+    def __init__(self, dim: int, control_dim: int, T: float = 1.0, steps: int = 100):
+        super().__init__()
+        self.T, self.steps = float(T), int(steps)
+        self.K = nn.Parameter(torch.zeros(steps, control_dim, dim))
+        self.k = nn.Parameter(torch.zeros(steps, control_dim))
+
+    def index(self, t) -> int:
+        """The interval of t; a time within 1e-3 steps below a grid point counts as that grid point, so
+        float32 solver clocks (t = 0.2799999 for 0.28) land on the intended interval."""
+        i = int(math.floor(float(t) / self.T * self.steps + 1e-3))
+        return min(max(i, 0), self.steps - 1)
+
+    def forward(self, t, x: Tensor) -> Tensor:
+        i = self.index(t)
+        return x @ self.K[i].to(x.dtype).T + self.k[i].to(x.dtype)
+
+
+def make_policy(policy, problem, **kwargs) -> nn.Module:
+    """A policy from a name ("mlp", "affine", "mlp+grad") or an nn.Module given as is."""
+    if isinstance(policy, nn.Module):
+        return policy
+    d, m = problem.dim, problem.control_dim
+    if policy == "mlp":
+        return MLPPolicy(d, m, problem.T, **kwargs)
+    if policy == "mlp+grad":
+        return MLPPolicy(d, m, problem.T, feature=terminal_control_feature(problem), **kwargs)
+    if policy == "affine":
+        return AffinePolicy(d, m, problem.T, problem.steps)
+    raise ValueError(f"policy must be 'mlp', 'mlp+grad', 'affine' or an nn.Module; got {policy!r}")
+
+
+def terminal_control_feature(problem) -> Callable[[Tensor], Tensor]:
+    r"""h(x) = -R^{-1} B' grad g(x) / 2: the optimal control at t = T, as a policy feature."""
+    M = -0.5 * torch.linalg.solve(problem.R, problem.B.T)  # (m, d)
+
+    def feature(x: Tensor) -> Tensor:
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(problem.g(xg).sum(), xg)
+        return grad @ M.to(x.dtype).T.to(x.device)
+
+    return feature
