@@ -53,11 +53,12 @@ def gain_error(solution, lqr, euler: bool = False) -> float:
     return math.sqrt(num / den)
 
 
-def double_well(steps: int = 50):
-    """dX = -U'(X) dt + (u dt + dW), U = (x^2 - 1)^2, X_0 = -1, R = 1/2, q = (x - 1)^2 / 2, g = 2 (x - 1)^2:
-    a linearly solvable problem whose optimal cost is -log E[exp(-int q dt - g(X_T))] without control."""
+def double_well(steps: int = 50, barrier: float = 0.5):
+    """dX = -U'(X) dt + (u dt + dW), U = barrier (x^2 - 1)^2, X_0 = -1, R = 1/2, q = (x - 1)^2 / 2,
+    g = 2 (x - 1)^2: a linearly solvable problem whose optimal cost is -log E[exp(-int q dt - g(X_T))]
+    without control."""
     def drift(t, x):
-        return -4 * x * (x ** 2 - 1)
+        return -4 * barrier * x * (x ** 2 - 1)
 
     def running(t, x):
         return 0.5 * (x[:, 0] - 1) ** 2
