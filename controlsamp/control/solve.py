@@ -110,6 +110,8 @@ def solve(problem: ControlProblem, method: str = "adjoint", policy="mlp", iters:
     loss_fn = METHODS[method]
     history: Dict[str, List[float]] = {}
 
+    rng_after_last_step = {"generator": gen.get_state()}  # what a checkpoint stores, even mid-step
+
     def step(it: int) -> Dict[str, float]:
         x0 = problem.sample_x0(batch, gen, device=device, dtype=dtype)
         opt.zero_grad(set_to_none=True)
@@ -129,13 +131,14 @@ def solve(problem: ControlProblem, method: str = "adjoint", policy="mlp", iters:
         opt.step()
         if sched is not None:
             sched.step()
+        rng_after_last_step["generator"] = gen.get_state()
         return {"loss": float(loss.detach()), "cost": cost, "grad_norm": gnorm}
 
     modules = {"policy": module, "optimizer": opt}
     if sched is not None:
         modules["schedule"] = sched
     fit_loop(step, iters, modules, history, checkpoint, checkpoint_every, resume,
-             progress, extra=lambda: {"generator": gen.get_state()},
+             progress, extra=lambda: dict(rng_after_last_step),
              restore_extra=lambda e: gen.set_state(e["generator"]) if "generator" in e else None,
              desc=f"solve[{method}]")
     return Solution(problem, module, history, method, spec)

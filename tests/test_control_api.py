@@ -1,0 +1,117 @@
+"""ControlProblem and solve(): clear errors, NaN reports, save/load, interruption and exact resume."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import controlsamp as cs
+
+
+def _lq(**kw):
+    base = dict(dim=2, drift=lambda t, x: -x, sigma=0.5, terminal_cost=lambda x: (x ** 2).sum(1),
+                running_cost=lambda t, x: (x ** 2).sum(1), x0=[1.0, -1.0], steps=10)
+    base.update(kw)
+    return cs.ControlProblem(**base)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(sigma=np.ones((3, 2))), "sigma"),
+    (dict(sigma=-1.0), "sigma"),
+    (dict(control_matrix=np.ones((3, 1))), "control_matrix"),
+    (dict(control_cost=[[1.0, 2.0], [2.0, 1.0]]), "control_cost"),
+    (dict(x0=[1.0, 2.0, 3.0]), "x0"),
+    (dict(T=0.0), "T"),
+    (dict(steps=0), "steps"),
+    (dict(terminal_cost=None), "terminal_cost"),
+])
+def test_problem_bad_input(kw, match):
+    with pytest.raises(ValueError, match=match):
+        _lq(**kw)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(drift=lambda t, x: torch.cat([x, x], 1)), r"drift must return a tensor of shape \(8, 2\)"),
+    (dict(terminal_cost=lambda x: x), r"terminal_cost must return a tensor of shape \(8,\)"),
+    (dict(running_cost=lambda t, x: x.sum(1) * torch.nan), "running_cost returned NaN"),
+])
+def test_solve_checks_shapes_and_values_first(kw, match):
+    with pytest.raises(ValueError, match=match):
+        cs.solve(_lq(**kw), iters=2, progress=False)
+
+
+def test_policy_returning_nan_is_reported():
+    class Bad(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward(self, t, x):
+            return x * torch.nan + self.w
+
+    with pytest.raises(ValueError, match="policy returned NaN"):
+        cs.solve(_lq(), policy=Bad(), iters=2, progress=False)
+
+
+def test_loss_becoming_nan_names_the_iteration():
+    calls = {"n": 0}
+
+    def g(x):
+        calls["n"] += 1
+        return (x ** 2).sum(1) * (torch.nan if calls["n"] > 3 else 1.0)
+
+    with pytest.raises(ValueError, match="at iteration"):
+        cs.solve(_lq(terminal_cost=g), method="backprop", iters=10, progress=False)
+
+
+def test_method_and_policy_names():
+    with pytest.raises(ValueError, match="method must be one of"):
+        cs.solve(_lq(), method="nope", iters=1, progress=False)
+    with pytest.raises(ValueError, match="policy must be"):
+        cs.solve(_lq(), policy="nope", iters=1, progress=False)
+    with pytest.raises(ValueError, match="log_variance.*relative-entropy"):
+        cs.solve(_lq(control_matrix=[[1.0], [0.0]]), method="log_variance", iters=1, progress=False)
+
+
+@pytest.mark.parametrize("policy", ["mlp", "mlp+grad", "affine"])
+def test_save_and_load_round_trip(policy, tmp_path):
+    problem = _lq()
+    sol = cs.solve(problem, method="adjoint_matching", policy=policy, iters=5, lr=1e-2, progress=False)
+    path = tmp_path / "sol.pt"
+    sol.save(str(path))
+    back = cs.Solution.load(str(path), problem)
+    x = torch.randn(7, 2)
+    for t in (0.0, 0.35, 0.9):
+        assert torch.equal(sol.policy(t, x), back.policy(t, x))
+    assert back.history == sol.history and back.method == "adjoint_matching"
+    assert sol.policy(0.5, x).shape == (7, 2)
+
+
+@pytest.mark.parametrize("method", ["adjoint", "log_variance"])
+def test_interrupted_run_resumes_exactly(method, tmp_path):
+    """An interrupted run saves a checkpoint; resuming it gives the parameters of an uninterrupted run."""
+    problem = _lq(control_matrix=None)
+    straight = cs.solve(problem, method=method, iters=12, lr=1e-2, seed=3, progress=False)
+    calls = {"n": 0}
+
+    def drift(t, x):
+        calls["n"] += 1
+        if calls["n"] == 7 * problem.steps + 3:  # in the middle of iteration 7
+            raise KeyboardInterrupt
+        return -x
+
+    ckpt = str(tmp_path / "run.pt")
+    with pytest.raises(KeyboardInterrupt):
+        cs.solve(_lq(drift=drift), method=method, iters=12, lr=1e-2, seed=3, checkpoint=ckpt, progress=False)
+    assert torch.load(ckpt, weights_only=False)["iteration"] > 0
+    resumed = cs.solve(problem, method=method, iters=12, lr=1e-2, seed=3, checkpoint=ckpt, resume=True,
+                       progress=False)
+    assert len(resumed.history["loss"]) == 12
+    for a, b in zip(straight.module.parameters(), resumed.module.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_solution_cost_standard_error_shrinks_like_root_n():
+    sol = cs.solve(_lq(), method="backprop", iters=3, progress=False)
+    _, se1 = sol.cost(4000, seed=0)
+    _, se2 = sol.cost(16000, seed=0)
+    assert 0.4 < se2 / se1 < 0.6
