@@ -20,6 +20,7 @@ float64; inputs may be numpy arrays or tensors, outputs are tensors.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Optional, Tuple
 
 import torch
@@ -63,7 +64,7 @@ def lti_transition(A: torch.Tensor, D: torch.Tensor, h: float) -> Tuple[torch.Te
     return Phi, Q
 
 
-class LinearSDE:
+class LinearSDE(ABC):
     r"""A linear SDE :math:`dX_t = (A(t) X_t + a(t))\,dt + G(t)\,dW_t` on :math:`[0, T]` with a Gaussian kernel.
 
     Subclasses define ``drift_matrix`` (:math:`A(t)`, ``(dim, dim)``), ``diffusion`` (:math:`G(t)`,
@@ -100,18 +101,18 @@ class LinearSDE:
         return s, t
 
     # ------------------------------------------------------------ coefficients
+    @abstractmethod
     def drift_matrix(self, t) -> torch.Tensor:
         r""":math:`A(t)`, shape ``(dim, dim)``, float64."""
-        raise NotImplementedError(f"{type(self).__name__} does not define drift_matrix")
 
     def drift_offset(self, t) -> torch.Tensor:
         r""":math:`a(t)`, shape ``(dim,)``, float64 (zero unless a subclass says otherwise)."""
         self._time(t)
         return torch.zeros(self.dim, dtype=DTYPE)
 
+    @abstractmethod
     def diffusion(self, t) -> torch.Tensor:
         r""":math:`G(t)`, shape ``(dim, noise_dim)``, float64."""
-        raise NotImplementedError(f"{type(self).__name__} does not define diffusion")
 
     def diffusion_cov(self, t) -> torch.Tensor:
         r""":math:`G(t) G(t)^\top`, shape ``(dim, dim)``, float64."""
@@ -141,10 +142,10 @@ class LinearSDE:
         return x @ A.T + a
 
     # ------------------------------------------------------------------ kernel
+    @abstractmethod
     def transition(self, s, t) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         r"""Kernel from time ``s`` to ``t`` (:math:`0 \le s \le t \le T`): returns float64 ``(Phi, c, Q)`` with
         :math:`X_t \mid X_s = x \sim \mathcal N(\Phi x + c, Q)`."""
-        raise NotImplementedError(f"{type(self).__name__} does not define transition")
 
     def marginal(self, t, mean0, cov0=None) -> Tuple[torch.Tensor, torch.Tensor]:
         r"""Law of :math:`X_t` when :math:`X_0 \sim \mathcal N(m_0, S_0)`: mean :math:`\Phi m_0 + c`,
@@ -240,14 +241,17 @@ class IsotropicLinearSDE(LinearSDE):
 
     diagonal_noise = True
 
-    def _k(self, t: float) -> float:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def _k(self, t: float) -> float:
+        """k(t)."""
 
-    def _g(self, t: float) -> float:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def _g(self, t: float) -> float:
+        """g(t)."""
 
-    def _phi_q(self, s: float, t: float) -> Tuple[float, float]:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def _phi_q(self, s: float, t: float) -> Tuple[float, float]:
+        """phi(s, t) and q(s, t)."""
 
     def drift_matrix(self, t) -> torch.Tensor:
         return self._k(self._time(t)) * torch.eye(self.dim, dtype=DTYPE)
