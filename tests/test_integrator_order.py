@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torchsde
 
+from controlsamp.sde import GridBrownian
+
 from controlsamp.processes import OU
 
 DT = torch.float64
@@ -55,32 +57,6 @@ class GBM(torch.nn.Module):
 
     def g(self, t, y):
         return self.s * y
-
-
-class GridBrownian(torchsde.BaseBrownian):
-    """A Brownian motion given by fixed increments on a uniform grid of step ``h`` (the finest Euler step);
-    ``bm(ta, tb)`` is W(tb) - W(ta) for grid times. Much faster than BrownianInterval for 10^4+ paths."""
-
-    def __init__(self, dW: torch.Tensor, h: float):
-        self.h = h
-        self.W = torch.cat([torch.zeros_like(dW[:1]), dW.cumsum(0)])
-
-    def _index(self, t) -> int:
-        k = round(float(t) / self.h)
-        assert abs(float(t) / self.h - k) < 1e-9, f"time {float(t)} is not on the grid"
-        return k
-
-    def __call__(self, ta, tb=None, return_U=False, return_A=False):
-        assert tb is not None and not return_U and not return_A
-        return self.W[self._index(tb)] - self.W[self._index(ta)]
-
-    def __repr__(self):
-        return f"GridBrownian(h={self.h}, shape={tuple(self.W.shape[1:])})"
-
-    dtype = property(lambda self: self.W.dtype)
-    device = property(lambda self: self.W.device)
-    shape = property(lambda self: self.W.shape[1:])
-    levy_area_approximation = property(lambda self: "none")
 
 
 def check_mc_error(errs, ses, what):
@@ -146,7 +122,7 @@ def test_ou_weak_order_one():
     N = round(T / hf)
     gen = torch.Generator().manual_seed(11)
     dW = torch.randn(N, n, 1, dtype=DT, generator=gen) * math.sqrt(hf)
-    bm = GridBrownian(dW, hf)
+    bm = GridBrownian(dW, dW.shape[0] * hf)  # W on the finest grid, from fixed increments
     w = torch.exp(-theta * (T - hf * torch.arange(N, dtype=DT) - hf / 2))
     m_T = math.exp(-theta * T) * x0
     C = (m_T + sigma * (w[:, None] * dW[:, :, 0]).sum(0)) ** 2

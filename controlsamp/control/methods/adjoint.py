@@ -7,6 +7,8 @@ Monte-Carlo estimate of J(u) = E[c_T + g(X_T)]. Its gradient is exact for the di
 Brownian path (``BrownianInterval`` with an entropy seed). Euler (Itô, strong order 1 for additive noise)
 or reversible Heun (Stratonovich, Kidger et al. 2021, with ``adjoint_reversible_heun``, whose backward pass
 reconstructs the forward states exactly); with additive noise the Itô and Stratonovich SDEs coincide.
+The Brownian path is a :class:`~controlsamp.sde.GridBrownian` on the solver's grid, seeded by the
+iteration's entropy.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import torch
 import torchsde
 from torch import nn
 
+from ...sde import GridBrownian
 from .common import consts
 
 SOLVERS = {"euler": ("ito", "euler"), "reversible_heun": ("stratonovich", "adjoint_reversible_heun")}
@@ -43,8 +46,9 @@ class ControlledSDE(nn.Module):
 
 
 def brownian(problem, n: int, entropy: int, device, dtype):
-    return torchsde.BrownianInterval(t0=0.0, t1=problem.T, size=(n, problem.noise_dim), dtype=dtype,
-                                     device=device, entropy=int(entropy))
+    """The Brownian path of one iteration: increments on the solver's grid, a function of ``entropy``."""
+    return GridBrownian.sample(problem.T, problem.steps, (n, problem.noise_dim), seed=entropy, dtype=dtype,
+                               device=device)
 
 
 def cost_through_solver(problem, policy, x0, entropy: int, solver: str = "euler", adjoint: bool = True):
