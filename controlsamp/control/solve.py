@@ -76,7 +76,9 @@ def solve(problem: ControlProblem, method: str = "adjoint", policy="mlp", iters:
     Methods (one module each in :mod:`controlsamp.control.methods`):
 
     * ``"adjoint"``: minimise the Monte-Carlo cost through ``torchsde.sdeint_adjoint`` (Li et al. 2020);
-      ``solver="euler"`` or ``"reversible_heun"`` (Kidger et al. 2021).
+      ``solver="euler"`` or ``"reversible_heun"`` (Kidger et al. 2021; needs ``dtype=torch.float64``). The
+      adjoint rebuilds the state backward in time, which diverges on strongly contracting drifts (a steep
+      double well): training then stops with an error that says so.
     * ``"backprop"``: the same objective, backpropagating through ``torchsde.sdeint``.
     * ``"log_variance"``: the log-variance loss on detached paths (Nüsken & Richter 2021); needs
       B = sigma and R = (rho/2) I.
