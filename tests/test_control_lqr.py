@@ -68,7 +68,9 @@ def test_affine_gain_and_cost(method, d):
     """d = 1, 2, 5, every method: cost within 2% of the Riccati cost and gains within 5% of the Riccati
     gains (aggregate over the 100-step grid, whose own discretisation gap is about 1%)."""
     problem, lqr, mean0, cov0 = random_lqr(d, seed=10 + d, kl=(method == "log_variance"), steps=100)
-    sol = cs.solve(problem, method=method, policy="affine", iters=1000, batch=4096, lr=0.05, seed=0, progress=False)
+    # the log-variance gradient is the noisiest in d = 5 (gain error 6.6% at batch 4096, 3.6% at 16384)
+    batch = 16384 if method == "log_variance" and d == 5 else 4096
+    sol = cs.solve(problem, method=method, policy="affine", iters=1000, batch=batch, lr=0.05, seed=0, progress=False)
     _check_cost(sol, lqr, mean0, cov0)
     assert gain_error(sol, lqr) < 0.05
 
