@@ -14,21 +14,27 @@ state; the drift is wrapped in a counter, so the adjoint's backward pass and the
 matching are counted too) and reports seconds per iteration, peak memory of one iteration, and the gap of the
 learned cost (Euler–Maruyama, ``--eval-n`` paths, ``--eval-steps`` steps) to the Riccati cost.
 
+The reversible-Heun adjoint runs in float64 (``cs.solve`` refuses it in float32, whose round-off corrupts its
+gradient); every other row runs in float32.
+
 Table "steps": adjoint (Euler) and backprop at 50, 100, 200, 400 time steps, a fixed number of iterations.
 
-Peak memory is measured in a fresh subprocess per configuration: one warm-up iteration at batch 8, then the
-kernel's peak-RSS mark is reset (``/proc/self/clear_refs``) and one iteration at the full batch runs;
-"RSS" is the peak resident set size during it minus the resident size before it (this covers torch's CPU
-allocations, which tracemalloc does not see), "py" is tracemalloc's peak of Python allocations during a
-second such iteration.
+Peak memory is measured in a fresh subprocess per configuration: one warm-up iteration at batch 8, glibc's
+malloc_trim, then the kernel's peak-RSS mark is reset (``/proc/self/clear_refs``) and one iteration at the
+full batch runs; "peak RSS / iter" is the peak resident set size during it minus the resident size before it
+(this covers torch's CPU allocations, which tracemalloc does not see), "tracemalloc peak" the peak of Python
+allocations during a second such iteration.
 
-    .venv/bin/python benchmarks/control.py --table methods --out methods.json
-    .venv/bin/python benchmarks/control.py --table steps --out steps.json
-    .venv/bin/python benchmarks/control.py --quick            # both tables, small budgets (~2 min)
+    .venv/bin/python benchmarks/control.py --table methods --out methods.json     # ~3 min
+    .venv/bin/python benchmarks/control.py --table steps --out steps.json         # ~2 min
+    .venv/bin/python benchmarks/control.py --quick            # both tables, small budgets (~1.5 min)
+
+A configuration that raises a ValueError is reported as a failed row rather than ending the run.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import json
 import math
@@ -49,13 +55,13 @@ import controlsamp as cs  # noqa: E402
 from controlsamp.control.methods import METHODS  # noqa: E402
 from controlsamp.control.policies import AffinePolicy, make_policy  # noqa: E402
 
-# (label, method, solver)
+# (label, method, solver, dtype): the reversible-Heun adjoint needs float64 (cs.solve refuses float32)
 SOLVERS = [
-    ("adjoint (Euler)", "adjoint", "euler"),
-    ("adjoint (reversible Heun)", "adjoint", "reversible_heun"),
-    ("backprop (Euler)", "backprop", "euler"),
-    ("log-variance", "log_variance", "euler"),
-    ("adjoint matching", "adjoint_matching", "euler"),
+    ("adjoint (Euler)", "adjoint", "euler", "float32"),
+    ("adjoint (reversible Heun), float64", "adjoint", "reversible_heun", "float64"),
+    ("backprop (Euler)", "backprop", "euler", "float32"),
+    ("log-variance", "log_variance", "euler", "float32"),
+    ("adjoint matching", "adjoint_matching", "euler", "float32"),
 ]
 LR = {"affine": 0.05, "mlp": 3e-3}
 MEMORY_METHOD = ("peak RSS growth of one training iteration in a fresh subprocess, after a warm-up iteration at "
@@ -101,19 +107,6 @@ def lqr_problem(d: int = 5, seed: int = 0, steps: int = 50, T: float = 1.0, rho:
     return problem, cs.exact.LQR(A, S, Q, R, F, S, T), mean0, cov0, counter
 
 
-def apply_bm_dt_hint() -> None:
-    """Give torchsde's BrownianInterval the fixed step as its ``dt`` hint (a workaround measured with
-    ``--bm-dt-hint``; without the hint its query tree is built by a heuristic that is slow for some step counts)."""
-    import torchsde
-    from controlsamp.control.methods import adjoint as adj
-
-    def brownian(problem, n, entropy, device, dtype):
-        return torchsde.BrownianInterval(t0=0.0, t1=problem.T, size=(n, problem.noise_dim), dtype=dtype,
-                                         device=device, entropy=int(entropy), dt=problem.dt)
-
-    adj.brownian = brownian
-
-
 # ---------------------------------------------------------------------------------------------------------
 # memory probe (runs in a fresh subprocess)
 
@@ -133,8 +126,6 @@ def _malloc_trim() -> None:
 
 
 def _probe(cfg: dict) -> dict:
-    if cfg.get("bm_dt_hint"):
-        apply_bm_dt_hint()
     problem, *_ = lqr_problem(steps=cfg["steps"], seed=cfg["problem_seed"])
     dtype = getattr(torch, cfg.get("dtype", "float32"))
     module = make_policy(cfg["policy"], problem).to(dtype)
@@ -175,9 +166,11 @@ def _probe(cfg: dict) -> dict:
 
 def memory(method: str, solver: str, policy: str, steps: int, batch: int, args, dtype: str = "float32") -> dict:
     cfg = dict(method=method, solver=solver, policy=policy, steps=steps, batch=batch, dtype=dtype,
-               problem_seed=args.problem_seed, bm_dt_hint=args.bm_dt_hint)
+               problem_seed=args.problem_seed)
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--_probe", json.dumps(cfg)],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -191,7 +184,10 @@ def train(problem, counter, method, solver, policy, iters, args, dtype: str = "f
 
 
 def evaluate(sol, exact: float, args) -> dict:
+    """Gap of the learned cost to the Riccati cost. Solution.cost draws its noise in the policy's dtype, so a
+    float64 policy is evaluated as a float32 copy: every row then shares the same evaluation noise."""
     t0 = time.perf_counter()
+    sol = cs.Solution(sol.problem, copy.deepcopy(sol.module).float(), {}, sol.method, (None, {}))
     c, se = sol.cost(n=args.eval_n, steps=args.eval_steps, seed=args.eval_seed)
     return {"cost": c, "cost_se": se, "gap_pct": 100 * (c - exact) / exact, "gap_se_pct": 100 * se / exact,
             "eval_s": time.perf_counter() - t0}
@@ -227,16 +223,20 @@ def log(msg: str) -> None:
 def table_methods(args) -> dict:
     problem, lqr, mean0, cov0, counter = lqr_problem(steps=args.steps, seed=args.problem_seed)
     exact = lqr.cost(mean0, cov0)
-    configs = [(lab, m, s, "affine", "float32") for lab, m, s in SOLVERS]
-    if args.float64_reversible_heun:  # the float32 reversible-Heun adjoint gradient is inaccurate (BENCHMARKS.md)
-        configs.append(("adjoint (reversible Heun), float64", "adjoint", "reversible_heun", "affine", "float64"))
-    configs += [(lab, m, s, "mlp", "float32") for lab, m, s in SOLVERS if m in args.mlp_methods]
+    configs = [(lab, m, s, "affine", dt) for lab, m, s, dt in SOLVERS]
+    configs += [(lab, m, s, "mlp", dt) for lab, m, s, dt in SOLVERS if m in args.mlp_methods]
     rows = []
     for label, method, solver, policy, dtype in configs:
-        per_iter, overhead = evals_per_iter(method, solver, policy, args, args.steps, dtype)
-        iters = max(1, (args.budget - overhead) // per_iter)
-        log(f"[methods] {label} / {policy}: {per_iter} drift evaluations per iteration -> {iters} iterations")
-        sol, counted = train(problem, counter, method, solver, policy, iters, args, dtype)
+        try:
+            per_iter, overhead = evals_per_iter(method, solver, policy, args, args.steps, dtype)
+            iters = max(1, (args.budget - overhead) // per_iter)
+            log(f"[methods] {label} / {policy}: {per_iter} drift evaluations per iteration -> {iters} iterations")
+            sol, counted = train(problem, counter, method, solver, policy, iters, args, dtype)
+        except ValueError as e:  # a failure of the package is a result, not a reason to lose the table
+            log(f"[methods] {label} / {policy} failed: {e}")
+            rows.append({"label": label, "method": method, "solver": solver, "policy": policy, "dtype": dtype,
+                         "error": f"{type(e).__name__}: {e}"})
+            continue
         sec = float(np.median(sol.history["seconds"]))
         row = {"label": label, "method": method, "solver": solver, "policy": policy, "dtype": dtype, "iters": iters,
                "drift_evals": counted, "drift_evals_per_iter": per_iter, "s_per_iter": sec,
@@ -253,12 +253,19 @@ def table_steps(args) -> dict:
     for steps in args.steps_list:
         problem, lqr, mean0, cov0, counter = lqr_problem(steps=steps, seed=args.problem_seed)
         exact = lqr.cost(mean0, cov0)
-        for label, method, solver in [SOLVERS[0], SOLVERS[2]]:
+        ref = reference_rows(problem, lqr, exact, steps, args)[1]
+        for label, method, solver, _ in [SOLVERS[0], SOLVERS[2]]:
             log(f"[steps] {label}, {steps} steps, {args.steps_iters} iterations")
-            sol, counted = train(problem, counter, method, solver, "affine", args.steps_iters, args)
+            try:
+                sol, counted = train(problem, counter, method, solver, "affine", args.steps_iters, args)
+            except ValueError as e:
+                log(f"[steps] {label}, {steps} steps failed: {e}")
+                rows.append({"label": label, "method": method, "solver": solver, "steps": steps,
+                             "error": f"{type(e).__name__}: {e}"})
+                continue
             row = {"label": label, "method": method, "solver": solver, "steps": steps, "iters": args.steps_iters,
                    "drift_evals": counted, "s_per_iter": float(np.median(sol.history["seconds"])),
-                   "exact_cost": exact, **evaluate(sol, exact, args)}
+                   "exact_cost": exact, "euler_optimum_gap_pct": ref["gap_pct"], **evaluate(sol, exact, args)}
             row["memory_affine"] = memory(method, solver, "affine", steps, args.batch, args)
             row["memory_mlp"] = memory(method, solver, "mlp", steps, args.batch, args)
             rows.append(row)
@@ -268,7 +275,13 @@ def table_steps(args) -> dict:
 # ---------------------------------------------------------------------------------------------------------
 
 def _mib(m: dict) -> str:
+    if "error" in m:
+        return "fails"
     return f"{m['rss_mib']:.1f}" if m["hwm_reset"] else f"{m['rss_mib']:.1f}*"
+
+
+def _py(m: dict) -> str:
+    return "fails" if "error" in m else f"{m['py_mib']:.2f}"
 
 
 def markdown_methods(res: dict, args) -> str:
@@ -279,10 +292,13 @@ def markdown_methods(res: dict, args) -> str:
              "| peak RSS / iter (MiB) | tracemalloc peak (MiB) | cost gap (%) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in res["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['label']} | {r['policy']} | fails: {r['error']} | | | | | | | |")
+            continue
         m = r["memory"]
         lines.append(f"| {r['label']} | {r['policy']} | {r['iters']} | {r['drift_evals']:,} | "
                      f"{r['drift_evals_per_iter']:,} | {r['s_per_iter']:.4f} | {r['s_per_1M_drift_evals']:.2f} | "
-                     f"{_mib(m)} | {m['py_mib']:.2f} | {r['gap_pct']:+.2f} ± {r['gap_se_pct']:.2f} |")
+                     f"{_mib(m)} | {_py(m)} | {r['gap_pct']:+.2f} ± {r['gap_se_pct']:.2f} |")
     for r in res["references"]:
         lines.append(f"| *{r['label']}* | affine | | | | | | | | {r['gap_pct']:+.2f} ± {r['gap_se_pct']:.2f} |")
     return "\n".join(lines)
@@ -290,15 +306,19 @@ def markdown_methods(res: dict, args) -> str:
 
 def markdown_steps(res: dict, args) -> str:
     lines = [f"{args.steps_iters} iterations, batch {args.batch}, affine policy (gap over {args.eval_n:,} paths, "
-             f"{args.eval_steps} Euler steps); memory of one iteration also for the MLP policy (whose parameter "
-             "count does not depend on the number of steps).", "",
+             f"{args.eval_steps} Euler steps, the same noise for the learned policy and for the exact optimum of "
+             "the Euler-discretised problem, lqr.euler_gains(steps)); memory of one iteration also for the MLP "
+             "policy (whose parameter count does not depend on the number of steps).", "",
              "| method | steps | s / iter | peak RSS / iter, affine (MiB) | peak RSS / iter, MLP (MiB) "
-             "| tracemalloc peak, affine (MiB) | cost gap (%) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| tracemalloc peak, affine (MiB) | cost gap (%) | gap of the Euler-grid optimum (%) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(res["rows"], key=lambda r: (r["method"], r["steps"])):
+        if "error" in r:
+            lines.append(f"| {r['label']} | {r['steps']} | fails: {r['error']} | | | | | |")
+            continue
         lines.append(f"| {r['label']} | {r['steps']} | {r['s_per_iter']:.4f} | {_mib(r['memory_affine'])} | "
-                     f"{_mib(r['memory_mlp'])} | {r['memory_affine']['py_mib']:.2f} | "
-                     f"{r['gap_pct']:+.2f} ± {r['gap_se_pct']:.2f} |")
+                     f"{_mib(r['memory_mlp'])} | {_py(r['memory_affine'])} | "
+                     f"{r['gap_pct']:+.2f} ± {r['gap_se_pct']:.2f} | {r['euler_optimum_gap_pct']:+.2f} |")
     return "\n".join(lines)
 
 
@@ -314,15 +334,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps-iters", type=int, help="iterations of the steps table (default 100; quick 10)")
     ap.add_argument("--mlp-methods", nargs="*", default=["adjoint", "backprop", "log_variance", "adjoint_matching"],
                     help="methods also run with the MLP policy in the methods table")
-    ap.add_argument("--no-float64-reversible-heun", dest="float64_reversible_heun", action="store_false",
-                    help="skip the extra float64 run of the reversible-Heun adjoint (affine policy)")
     ap.add_argument("--eval-n", type=int, help="paths of the cost estimate (default 40,000; quick 10,000)")
     ap.add_argument("--eval-steps", type=int, default=500)
     ap.add_argument("--eval-seed", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0, help="training seed")
     ap.add_argument("--problem-seed", type=int, default=0, help="seed of the random LQR")
-    ap.add_argument("--bm-dt-hint", action="store_true",
-                    help="pass dt to torchsde's BrownianInterval (monkeypatch; see BENCHMARKS.md)")
     ap.add_argument("--_probe", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args._probe:
@@ -334,8 +350,6 @@ def main(argv=None) -> dict:
         args.steps_iters = 10 if args.quick else 100
     if args.eval_n is None:
         args.eval_n = 10_000 if args.quick else 40_000
-    if args.bm_dt_hint:
-        apply_bm_dt_hint()
 
     import torchsde
     meta = {"command": " ".join([os.path.relpath(sys.executable), *sys.argv]) if argv is None else argv,
@@ -343,7 +357,7 @@ def main(argv=None) -> dict:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}",
             "memory_method": MEMORY_METHOD, "args": {k: v for k, v in vars(args).items() if k != "_probe"}}
     print(f"# Control solvers on a 5-d LQR\n\n{meta['machine']}; torch {meta['torch']}, torchsde {meta['torchsde']}"
-          f"{'; BrownianInterval dt hint ON' if args.bm_dt_hint else ''}\n\nMemory: {MEMORY_METHOD}.\n", flush=True)
+          f"\n\nMemory: {MEMORY_METHOD}.\n", flush=True)
     out = {"meta": meta}
     t0 = time.perf_counter()
     if args.table in ("methods", "all"):

@@ -123,9 +123,9 @@ def solve(problem: ControlProblem, method: str = "adjoint", policy="mlp", iters:
         params = [p for p in module.parameters() if p.grad is not None]
         gnorm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))) if params else 0.0
         if not math.isfinite(gnorm):
-            hint = (" The Euler adjoint reconstructs the state backward in time, which is unstable for strongly "
-                    "contracting drifts: use solver='reversible_heun' (exact reconstruction) or method='backprop'."
-                    if method == "adjoint" and solver == "euler" else "")
+            hint = (" The adjoint reconstructs the state backward in time, which diverges on strongly contracting "
+                    "drifts (e.g. a steep double well): use method='backprop', 'log_variance' or "
+                    "'adjoint_matching' there." if method == "adjoint" else "")
             raise ValueError(f"the gradient became non-finite at iteration {it} (loss {float(loss.detach()):.4g}); "
                              f"the parameters were not updated.{hint}")
         if grad_clip is not None:
