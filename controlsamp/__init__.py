@@ -3,8 +3,8 @@
 Layers (imports point down only): targets, processes -> exact, sde -> control -> samplers, bridges,
 langevin -> metrics -> train, cli. See DESIGN.md.
 """
-from . import control, exact, processes, sde, targets
+from . import control, exact, langevin, metrics, processes, samplers, sde, targets
 from .control import ControlProblem, Solution, solve
 
 __version__ = "0.1.0"
-__all__ = ["targets", "processes", "exact", "sde", "control", "ControlProblem", "solve", "Solution"]
+__all__ = ["targets", "processes", "exact", "sde", "control", "samplers", "langevin", "metrics", "ControlProblem", "solve", "Solution"]

@@ -59,11 +59,13 @@ class MLPPolicy(nn.Module):
             nn.init.zeros_(gain_last.bias)
             self.gain = nn.Sequential(nn.Linear(self.time.out_dim, hidden), nn.SiLU(), gain_last)
 
-    def forward(self, t, x: Tensor) -> Tensor:
+    def forward(self, t, x: Tensor, features: Optional[Tensor] = None) -> Tensor:
+        """u(t, x); ``features`` (n, m), when given, replaces ``feature(x)`` (a caller that already has the
+        feature values, e.g. target scores along a path, avoids recomputing them)."""
         tf = self.time(_time_column(t, x))
         u = self.net(torch.cat([x, tf], dim=1))
         if self.feature is not None:
-            u = u + self.gain(tf) * self.feature(x)
+            u = u + self.gain(tf) * (self.feature(x) if features is None else features)
         return u
 
 

@@ -1,0 +1,21 @@
+"""Layer 5: sample-quality metrics.
+
+- importance weights: ``log_Z`` (estimate, bootstrap standard error), ``elbo``, ``eubo``, ``ess``;
+- transport between sample sets: ``w2`` (exact OT), ``sinkhorn`` (entropic plan cost, explicit eps),
+  ``mmd`` (unbiased, Gaussian kernel, median heuristic ``median_bandwidth``), ``energy_w2`` and
+  ``wasserstein_1d`` (exact 1-d W2);
+- Gaussian mixtures: ``assign_modes``, ``mode_coverage``, ``emc``;
+- particle systems: ``interatomic_distances``, ``distance_histogram``, ``distance_histogram_w2``.
+
+Inputs are numpy arrays or torch tensors, batch-first (n, d); scalar metrics are Python floats.
+W2 and Sinkhorn need POT (``pip install pot``).
+"""
+from .importance import elbo, ess, eubo, log_Z, logmeanexp
+from .modes import assign_modes, emc, mode_coverage
+from .particles import distance_histogram, distance_histogram_w2, interatomic_distances
+from .transport import energy_w2, median_bandwidth, mmd, sinkhorn, w2, wasserstein_1d
+
+__all__ = ["log_Z", "elbo", "eubo", "ess", "logmeanexp",
+           "w2", "sinkhorn", "mmd", "median_bandwidth", "energy_w2", "wasserstein_1d",
+           "assign_modes", "mode_coverage", "emc",
+           "interatomic_distances", "distance_histogram", "distance_histogram_w2"]

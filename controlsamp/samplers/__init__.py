@@ -1,0 +1,29 @@
+"""Layer 4: diffusion samplers for unnormalised densities, each a target + a reference + a control network.
+
+==========  =========================================================  ==========================
+sampler     reference / parametrisation                                source
+==========  =========================================================  ==========================
+`PIS`       Brownian from the origin; network = control                Zhang & Chen 2022
+`DDS`       stationary VP/OU, exponential integrator; network = control Vargas et al. 2023
+`DIS`       same reference; network = score of the noising process      Berner et al. 2024
+==========  =========================================================  ==========================
+
+Losses: ``kl``, ``lv``, ``tb``, ``vargrad`` (:mod:`.losses`); off-policy exploration, replay buffer and
+local search (:mod:`.offpolicy`, Sendera et al. 2024).
+"""
+from .base import LOSSES, DiffusionSampler
+from .dds import DDS
+from .dis import DIS
+from .pis import PIS
+
+SAMPLERS = {"pis": PIS, "dds": DDS, "dis": DIS}
+
+
+def get(name: str):
+    """The sampler class registered as ``name``."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; available: {', '.join(sorted(SAMPLERS))}")
+    return SAMPLERS[name]
+
+
+__all__ = ["DiffusionSampler", "PIS", "DDS", "DIS", "LOSSES", "SAMPLERS", "get"]

@@ -1,0 +1,49 @@
+r"""The denoising diffusion sampler (Vargas, Grathwohl & Doucet 2023): the reference is a variance-preserving
+Ornstein–Uhlenbeck process started in its stationary law,
+
+.. math:: dX_t = \big(-\tfrac12\beta(t) X_t + \sigma\sqrt{\beta(t)}\,u_\theta(t, X_t)\big)\,dt
+          + \sigma\sqrt{\beta(t)}\,dW_t,\qquad X_0 \sim \mathcal N(0, \sigma^2 I),\qquad
+          g(x) = \log\mathcal N(x; 0, \sigma^2 I) - \log\tilde\pi(x),
+
+discretised by the exponential integrator (the linear part exactly). The schedule runs backward in the
+sampler's time, as in a diffusion model's generative direction: beta(t) = beta_noise(T - t), large near the
+noise (t = 0) and small near the target (t = T); the stationary reference is reversible, so this is again a
+variance-preserving OU process.
+"""
+from __future__ import annotations
+
+from ..processes import OU, VP
+from ..sde.grid import ReferenceGrid
+from .._validate import check_dim, check_positive
+from .base import DiffusionSampler, check_target
+
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+def vp_grid(dim: int, steps: int, sigma: float, T: float, schedule: str, beta_min: float, beta_max: float,
+            method: str = "exponential") -> ReferenceGrid:
+    """The reversed-schedule VP reference scaled to stationary variance sigma^2 (constant: beta = beta_max)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}; got {schedule!r}")
+    if schedule == "constant":
+        process = OU(dim, theta=0.5 * beta_max, sigma=beta_max ** 0.5, T=T)
+    else:
+        process = VP(dim, schedule=schedule, beta_min=beta_min, beta_max=beta_max, T=T)
+    return ReferenceGrid(process, steps, scale=sigma, v0=sigma ** 2, method=method, reverse=True)
+
+
+class DDS(DiffusionSampler):
+    """``DDS(target, steps=100, sigma=1.0, T=1.0, schedule="linear", beta_min=0.1, beta_max=10.0, **options)``."""
+
+    name = "dds"
+
+    def __init__(self, target, steps: int = 100, sigma: float = 1.0, T: float = 1.0, schedule: str = "linear",
+                 beta_min: float = 0.1, beta_max: float = 10.0, method: str = "exponential", **kwargs):
+        check_target(target)
+        sigma, T, steps = check_positive(sigma, "sigma"), check_positive(T, "T"), check_dim(steps, "steps")
+        grid = vp_grid(target.dim, steps, sigma, T, schedule, check_positive(beta_min, "beta_min"),
+                       check_positive(beta_max, "beta_max"), method)
+        super().__init__(target, grid, **kwargs)
+        self.sigma = sigma
+        self.config.update(sampler="dds", sigma=sigma, schedule=schedule, beta_min=beta_min, beta_max=beta_max,
+                           method=method)

@@ -1,0 +1,194 @@
+"""Diffusion samplers: Girsanov bookkeeping, integrators, backward paths, every loss, off-policy, API."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import controlsamp as cs
+from controlsamp.samplers.losses import solve_sde
+from controlsamp.sde import GridBrownian
+from sampler_helpers import FollmerControl, ess, gaussian_target, two_mode_mixture
+
+
+def test_same_noise_same_path_grid_and_torchsde():
+    """Our Euler step and torchsde's Euler scheme, driven by the same increments, give the same path (PIS
+    and DDS with method='euler'), and for PIS the Euler and exponential steps coincide."""
+    tgt = gaussian_target(3)
+    for sampler in (cs.samplers.PIS(tgt, steps=20, sigma=1.3, dtype=torch.float64),
+                    cs.samplers.DDS(tgt, steps=20, method="euler", dtype=torch.float64)):
+        xi = torch.randn(16, 20, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        xs, _, _, _ = sampler.simulate(16, torch.Generator().manual_seed(1), noise=xi)
+        bm = GridBrownian(sampler.grid.brownian_increments(xi).transpose(0, 1), sampler.T)
+        with torch.no_grad():
+            yT = solve_sde(sampler, xs[:, 0], bm, adjoint=False)
+        assert torch.allclose(yT[:, :3], xs[:, -1], atol=1e-10, rtol=0)
+
+
+def test_pis_log_weight_is_discrete_girsanov():
+    """For the Brownian reference, log w = log pi~(x_K) - log N(x_K; 0, s^2 T) - sum u.dW - h/2 sum |u|^2."""
+    tgt = gaussian_target(2)
+    s = cs.samplers.PIS(tgt, steps=10, sigma=0.7, dtype=torch.float64, seed=3)
+    with torch.no_grad():
+        for p in s.policy.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    xs, means, xi, feats = s.simulate(50, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        lw = s.log_weights(xs, tgt.log_prob(xs[:, -1]), feats)
+        h, gir = s.grid.h, 0.0
+        for i in range(10):
+            u = s.control(i, xs[:, i], feats[:, i])
+            gir = gir - (u * math.sqrt(h) * xi[:, i]).sum(1) - 0.5 * h * (u * u).sum(1)
+        ref = torch.distributions.Normal(0.0, 0.7).log_prob(xs[:, -1]).sum(1)
+    assert torch.allclose(lw, tgt.log_prob(xs[:, -1]) - ref + gir, atol=1e-9)
+
+
+@pytest.mark.parametrize("target", ["gaussian", "mixture"])
+def test_exact_follmer_control_gives_ess_near_one(target):
+    """The exact Schrödinger–Föllmer control in the sampler: ESS -> 1 as the step shrinks (the weights are
+    those of the discrete sampler, the drift the continuous optimum: the gap is the O(h) discretisation)."""
+    tgt = gaussian_target(2) if target == "gaussian" else cs.targets.get("gmm25")
+    fol = cs.exact.SchrodingerFollmer(tgt)
+    out = {}
+    for steps in (100, 400):
+        s = cs.samplers.PIS(tgt, steps=steps, policy=FollmerControl(fol), dtype=torch.float64)
+        x, lw = s.sample(4000, seed=0)
+        out[steps] = ess(lw)
+        # log Z = 0: the importance estimate within 5 delta-method standard errors
+        w = torch.exp(lw)
+        se = float(w.std() / (w.mean() * math.sqrt(len(w))))
+        assert abs(float(torch.logsumexp(lw, 0)) - math.log(len(lw))) < 5 * se + 1e-3
+    if target == "gaussian":
+        assert out[100] > 0.99
+    assert 1 - out[400] < 0.4 * (1 - out[100])  # first order in h: (1 - ESS) falls about 4x
+
+
+@pytest.mark.parametrize("kind", ["pis", "dds"])
+def test_backward_paths_follow_the_reference_reversal(kind):
+    """Backward paths from terminal samples have the reference's conditional moments: for PIS the Brownian
+    bridge to 0 (mean t/T x_T, variance s^2 t (T - t)/T); for DDS from stationary samples, variance s^2."""
+    tgt = gaussian_target(2)
+    n, sigma = 20000, 1.4
+    s = (cs.samplers.PIS(tgt, steps=10, sigma=sigma) if kind == "pis" else
+         cs.samplers.DDS(tgt, steps=10, sigma=sigma))
+    gen = torch.Generator().manual_seed(0)
+    xK = torch.full((n, 2), 2.0) if kind == "pis" else sigma * torch.randn(n, 2, generator=gen)
+    xs = s.grid.backward_sample(xK, gen)
+    for i in (0, 3, 7):
+        t = i * s.grid.h
+        mean = (t / s.T) * 2.0 if kind == "pis" else 0.0
+        var = sigma ** 2 * t * (s.T - t) / s.T if kind == "pis" else sigma ** 2
+        m, v = xs[:, i].mean(0), xs[:, i].var(0)
+        if var == 0:
+            assert torch.all(xs[:, i] == 0)
+            continue
+        assert torch.all((m - mean).abs() < 5 * math.sqrt(var / n))
+        assert torch.all((v - var).abs() < 5 * var * math.sqrt(2 / n))
+
+
+@pytest.mark.parametrize("loss", ["kl", "lv", "tb", "vargrad"])
+def test_every_loss_decreases_and_improves_log_Z(loss):
+    """A short run on a 2-d Gaussian: the loss falls and the ELBO gap |ELBO - log Z| shrinks."""
+    tgt = gaussian_target(2)
+    s = cs.samplers.PIS(tgt, steps=20, sigma=1.0)
+    _, lw0 = s.sample(2000, seed=5)
+    s.fit(120 if loss == "kl" else 200, batch=128, loss=loss, lr=3e-3, progress=False, seed=1)
+    _, lw1 = s.sample(2000, seed=5)
+    h = s.history["loss"]
+    assert sum(h[-20:]) / 20 < 0.5 * sum(h[:5]) / 5 if loss != "kl" else sum(h[-20:]) / 20 < sum(h[:5]) / 5
+    gap0, gap1 = -float(lw0.mean()), -float(lw1.mean())  # log Z = 0: -ELBO = KL(P^u | P*)
+    assert gap1 < 0.3 * gap0
+    assert ess(lw1) > ess(lw0)
+    if loss == "tb":  # the learned log Z approaches the true one
+        assert abs(s.history["log_Z_param"][-1]) < 0.1
+
+
+def test_dds_and_dis_train_on_a_gaussian():
+    tgt = gaussian_target(2)
+    for cls in (cs.samplers.DDS, cs.samplers.DIS):
+        s = cls(tgt, steps=20)
+        _, lw0 = s.sample(2000, seed=5)
+        s.fit(200, batch=128, loss="tb", lr=3e-3, progress=False)
+        _, lw1 = s.sample(2000, seed=5)
+        assert -float(lw1.mean()) < 0.3 * -float(lw0.mean())
+
+
+def test_off_policy_training_with_buffer_and_local_search():
+    """Exploration, a replay buffer (backward paths every other step) and MALA local search: it trains,
+    counts every energy evaluation, and the buffer holds MALA samples."""
+    tgt = two_mode_mixture()
+    s = cs.samplers.PIS(tgt, steps=20)
+    _, lw0 = s.sample(2000, seed=5)
+    s.target_evals = 0
+    s.fit(200, batch=64, loss="tb", lr=3e-3, explore=0.5, buffer=1000, local_search_every=20,
+          local_search_steps=5, progress=False)
+    evals = s.target_evals
+    _, lw1 = s.sample(2000, seed=5)
+    assert -float(lw1.mean()) < 0.5 * -float(lw0.mean())
+    assert sum(s.history["backward"]) == 100  # every odd iteration once the buffer holds a batch
+    # energy evaluations: forward iterations 64 * (20 scores + 1 reward); backward 64 * 20 scores;
+    # local search 10 rounds of 64 * (1 + 5) log-densities, each with its score
+    expected = 100 * 64 * 21 + 100 * 64 * 20 + 10 * 64 * 6 * 2
+    assert evals == expected
+
+
+def test_resume_reproduces_a_straight_run(tmp_path):
+    """Interrupt a run (Ctrl-C at iteration 14), resume it from the checkpoint: the parameters, the learned
+    log Z and the energy-evaluation count equal those of an uninterrupted run."""
+    tgt = gaussian_target(2)
+    kw = dict(batch=32, loss="tb", lr=3e-3, progress=False, buffer=200, explore=0.2, local_search_every=5,
+              local_search_steps=2, lr_schedule="cosine")
+    a = cs.samplers.PIS(tgt, steps=10).fit(20, **kw)
+    ck = str(tmp_path / "ck.pt")
+    b = cs.samplers.PIS(tgt, steps=10)
+    calls = {"n": 0}
+    simulate = b.simulate
+
+    def interrupted(*args, **kwargs):  # forward steps are the even iterations: the 8th call is iteration 14
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt
+        return simulate(*args, **kwargs)
+
+    b.simulate = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        b.fit(20, checkpoint=ck, checkpoint_every=5, **kw)
+    assert torch.load(ck, weights_only=False)["iteration"] == 14
+    c = cs.samplers.PIS(tgt, steps=10).fit(20, checkpoint=ck, resume=True, **kw)
+    for p, q in zip(a.policy.parameters(), c.policy.parameters()):
+        assert torch.equal(p, q)
+    assert torch.equal(a._log_Z.value, c._log_Z.value)
+    assert a.target_evals == c.target_evals
+    assert a.history["loss"] == c.history["loss"]
+
+
+def test_save_load_and_drift(tmp_path):
+    tgt = gaussian_target(2)
+    s = cs.samplers.PIS(tgt, steps=10).fit(5, batch=16, progress=False)
+    path = str(tmp_path / "pis.pt")
+    s.save(path)
+    r = cs.samplers.PIS(tgt, steps=10).load(path)
+    x = torch.randn(7, 2)
+    assert torch.equal(s.drift(0.3, x), r.drift(0.3, x))
+    assert r.history == s.history
+    with pytest.raises(ValueError, match="config"):
+        cs.samplers.PIS(tgt, steps=11).load(path)
+    with pytest.raises(ValueError, match="t must lie"):
+        s.drift(1.5, x)
+
+
+def test_errors_name_the_argument():
+    tgt = gaussian_target(2)
+    s = cs.samplers.PIS(tgt, steps=10)
+    with pytest.raises(ValueError, match="loss"):
+        s.fit(1, loss="nope")
+    with pytest.raises(ValueError, match="on-policy"):
+        s.fit(1, loss="kl", buffer=10)
+    with pytest.raises(ValueError, match="sigma"):
+        cs.samplers.PIS(tgt, sigma=-1.0)
+    with pytest.raises(ValueError, match="target"):
+        cs.samplers.PIS(lambda x: x)
+    bad = cs.targets.Target.from_log_prob(lambda x: torch.where(x[:, 0] > 0, float("nan"), 0.0) * x[:, 0], 2)
+    with pytest.raises(ValueError, match="NaN"):
+        cs.samplers.PIS(bad, steps=5, langevin=False).sample(100)
