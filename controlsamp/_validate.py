@@ -19,7 +19,7 @@ def as_tensor(value, name: str, dtype: torch.dtype = DTYPE, device=None) -> torc
         if isinstance(value, torch.Tensor):
             out = value.to(dtype=dtype, device=device if device is not None else value.device)
         else:
-            out = torch.as_tensor(np.ascontiguousarray(value, dtype=np.float64), dtype=dtype, device=device)
+            out = torch.as_tensor(np.array(value, dtype=np.float64), dtype=dtype, device=device)  # copies strides away
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be numeric (a number, array or tensor); got {type(value).__name__}") from exc
     if not torch.isfinite(out).all():

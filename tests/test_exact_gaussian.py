@@ -61,3 +61,13 @@ def test_bad_input():
         cs.exact.bures_wasserstein([0.0], [[1.0]], [0.0, 1.0], [[1.0]])
     with pytest.raises(ValueError, match="eps"):
         cs.exact.entropic_ot_gaussian([0.0], [[1.0]], [0.0], [[1.0]], 0.0)
+
+
+def test_inputs_with_negative_strides_are_accepted():
+    """numpy views with negative strides (a[::-1]) convert like any array; scalars stay scalars."""
+    import numpy as np
+
+    from controlsamp._validate import as_tensor
+    a = np.arange(4.0)
+    assert as_tensor(a[::-1], "a").tolist() == [3.0, 2.0, 1.0, 0.0]
+    assert as_tensor(2.5, "s").ndim == 0

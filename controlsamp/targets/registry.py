@@ -7,7 +7,10 @@ from typing import Callable, Dict
 import torch
 
 from .base import Target
+from .funnel import Funnel
 from .gaussian import Gaussian, GaussianMixture
+from .manywell import ManyWell
+from .particles import DoubleWellParticles, LennardJones
 
 _REGISTRY: Dict[str, Callable[..., Target]] = {}
 
@@ -57,3 +60,45 @@ def _gmm40() -> Target:
     std = math.log1p(math.e)  # softplus(1.0)
     covs = (std ** 2) * torch.eye(2, dtype=torch.float64).expand(40, 2, 2)
     return GaussianMixture(torch.ones(40), means, covs, name="gmm40")
+
+
+@register("funnel10")
+def _funnel10() -> Target:
+    """Neal's funnel in 10-d with x0 ~ N(0, 3^2) (the benchmark definition)."""
+    return Funnel(10, 3.0, name="funnel10")
+
+
+@register("funnel10_pis")
+def _funnel10_pis() -> Target:
+    """The PIS repository's funnel, x0 ~ N(0, 1): a bug per Sendera et al. 2024, kept by name only."""
+    return Funnel(10, 1.0, name="funnel10_pis")
+
+
+@register("funnel")
+def _funnel(dim: int = 10, x0_std: float = 3.0) -> Target:
+    """Neal's funnel with chosen ``dim`` and ``x0_std``."""
+    return Funnel(dim, x0_std, name="funnel")
+
+
+@register("manywell32")
+def _manywell32() -> Target:
+    """FAB many-well, 16 blocks (d = 32), log Z = 164.69568, 2^16 modes."""
+    return ManyWell(32, name="manywell32")
+
+
+@register("manywell")
+def _manywell(dim: int = 32) -> Target:
+    """FAB many-well with an even ``dim``."""
+    return ManyWell(dim, name="manywell")
+
+
+@register("dw4")
+def _dw4() -> Target:
+    """bgflow multi-particle double well: 4 particles in 2-d (d = 8)."""
+    return DoubleWellParticles(4, 2, name="dw4")
+
+
+@register("lj13")
+def _lj13() -> Target:
+    """Lennard-Jones, 13 particles in 3-d (d = 39), ordered-pair sum (f = 1, DEM / ASBS)."""
+    return LennardJones(13, 3, name="lj13")
