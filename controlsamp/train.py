@@ -87,7 +87,7 @@ def plot_samples(target, x: np.ndarray, path: str, title: str = "") -> None:
     pts[:, 0], pts[:, 1] = torch.from_numpy(g0.ravel()), torch.from_numpy(g1.ravel())
     with torch.no_grad():
         lp = target.log_prob(pts).double().numpy().reshape(g0.shape)
-    lp = np.maximum(lp, lp.max() - 30.0)
+    lp = np.maximum(lp, lp.max() - 15.0)
     fig, ax = plt.subplots(figsize=(6, 6))
     ax.contourf(g0, g1, lp, levels=30, cmap="Blues")
     ax.scatter(x[:, 0], x[:, 1], s=2, c="tab:red", alpha=0.5, label="samples")

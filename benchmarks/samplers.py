@@ -1,0 +1,98 @@
+"""Sampler benchmark: Delta log Z (ELBO and importance-weighted), W2, ESS, energy evaluations and wall time
+for PIS and DDS with each loss on the standard targets, over seeds, as a markdown table.
+
+Every row is a `controlsamp run` job (controlsamp.train.run_job); the table prints the mean +- standard
+deviation over seeds and the command that reproduces one seed of the row.
+
+    python benchmarks/samplers.py --targets gmm25 funnel10 manywell32 --seeds 0 1 2 --iters 500
+"""
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+from controlsamp import train
+
+# name: (sampler, loss, fit options). "tb+expl+ls": trajectory balance with exploration, a replay
+# buffer with backward paths and MALA local search (Sendera et al. 2024's best configuration).
+OFF_POLICY = dict(explore=1.0, buffer=20000, local_search_every=10)
+CONFIGS = {
+    "pis-kl": ("pis", "kl", {}),
+    "pis-lv": ("pis", "lv", {}),
+    "pis-tb": ("pis", "tb", {}),
+    "pis-vargrad": ("pis", "vargrad", {}),
+    "pis-tb+expl+ls": ("pis", "tb", OFF_POLICY),
+    "dds-kl": ("dds", "kl", {}),
+    "dds-lv": ("dds", "lv", {}),
+    "dds-tb": ("dds", "tb", {}),
+    "dds-tb+expl+ls": ("dds", "tb", OFF_POLICY),
+}
+COLUMNS = [("delta_log_Z", "dlogZ (ELBO)"), ("delta_log_Z_rw", "dlogZ (RW)"), ("w2", "W2"), ("ess", "ESS"),
+           ("target_evals", "energy evals"), ("wall_time_s", "train s")]
+
+
+def command(target, config, a, seed, out):
+    sampler, loss, opts = CONFIGS[config]
+    cmd = (f"controlsamp run --target {target} --sampler {sampler} --loss {loss} --iters {a.iters} "
+           f"--batch {a.batch} --steps {a.steps} --seed {seed} --lr-schedule cosine --out {out}")
+    if opts:
+        cmd += f" --explore {opts['explore']} --buffer {opts['buffer']} --local-search-every {opts['local_search_every']}"
+    return cmd
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--targets", nargs="+", default=["gmm25", "funnel10", "manywell32"])
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--iters", type=int, default=500)
+    p.add_argument("--batch", type=int, default=300)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--out", default="runs/bench")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    print(f"| target | config | {' | '.join(c for _, c in COLUMNS)} | command (seed {a.seeds[0]}) |")
+    print("|---|---|" + "---|" * len(COLUMNS) + "---|")
+    for target in a.targets:
+        for config in a.configs:
+            sampler, loss, opts = CONFIGS[config]
+            rows = []
+            for seed in a.seeds:
+                out = os.path.join(a.out, f"{target}-{config}-s{seed}")
+                path = os.path.join(out, "metrics.json")
+                if os.path.exists(path):
+                    with open(path) as fh:
+                        m = json.load(fh)
+                    if m.get("iters") == a.iters and m.get("batch") == a.batch and m.get("steps") == a.steps:
+                        rows.append(m)
+                        continue
+                t0 = time.perf_counter()
+                try:
+                    m = train.run_job(target=target, sampler=sampler, loss=loss, iters=a.iters, batch=a.batch,
+                                      steps=a.steps, seed=seed, out=out, progress=False,
+                                      fit_options=dict(opts, lr_schedule="cosine"))
+                except ValueError as exc:  # a diverged run is a result too: report it
+                    m = {"error": str(exc)[:120]}
+                m["job_s"] = time.perf_counter() - t0
+                rows.append(m)
+            ok = [r for r in rows if "error" not in r]
+            cells = []
+            for key, _ in COLUMNS:
+                vals = np.array([r[key] for r in ok if key in r], dtype=float)
+                if len(vals) == 0:
+                    cells.append("-")
+                elif key == "target_evals":
+                    cells.append(f"{vals.mean():.2e}")
+                else:
+                    cells.append(f"{vals.mean():.3f} ± {vals.std():.3f}")
+            fails = len(rows) - len(ok)
+            name = config + (f" ({fails} of {len(rows)} diverged)" if fails else "")
+            print(f"| {target} | {name} | {' | '.join(cells)} | `{command(target, config, a, a.seeds[0], 'DIR')}` |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

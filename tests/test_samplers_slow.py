@@ -1,0 +1,38 @@
+"""Learned PIS converges to the exact Schrödinger–Föllmer process (slow: minutes per case).
+
+On a 2-d and a 10-d Gaussian and a 2-d two-mode mixture, PIS trained with the relative-entropy loss
+through torchsde's adjoint (``kl``) and with the log-variance loss (``lv``) learns a drift within 5% relative
+L2 error of `cs.exact.SchrodingerFollmer`'s, averaged over time along the model's own paths, and an
+importance estimate of log Z within 0.02 of the truth (0). The discrete sampler's optimum differs from the
+continuous Föllmer drift by O(h); at 100 steps that gap is below 1% here (the exact drift plugged into the
+sampler has ESS > 0.99 on the Gaussian, see test_samplers.py).
+"""
+import pytest
+import torch
+
+import controlsamp as cs
+from sampler_helpers import drift_error, gaussian_target, two_mode_mixture
+
+CASES = {  # (target, loss): (iterations, learning rate, hidden width)
+    ("gauss2", "lv"): (1000, 1e-3, 64),
+    ("gauss2", "kl"): (600, 1e-3, 64),
+    ("gauss10", "lv"): (3000, 2e-3, 64),
+    ("gauss10", "kl"): (1500, 2e-3, 64),
+    ("mix2", "lv"): (3000, 2e-3, 128),
+    ("mix2", "kl"): (1500, 2e-3, 128),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target,loss", sorted(CASES), ids=[f"{t}-{l}" for t, l in sorted(CASES)])
+def test_pis_learns_the_follmer_drift_and_log_Z(target, loss):
+    torch.manual_seed(0)
+    tgt = {"gauss2": lambda: gaussian_target(2), "gauss10": lambda: gaussian_target(10),
+           "mix2": two_mode_mixture}[target]()
+    iters, lr, hidden = CASES[(target, loss)]
+    pis = cs.samplers.PIS(tgt, steps=100, hidden=hidden)
+    pis.fit(iters, batch=300, loss=loss, lr=lr, lr_schedule="cosine", progress=False)
+    err = drift_error(pis, cs.exact.SchrodingerFollmer(tgt))
+    log_Z = pis.log_Z(20000, seed=1)
+    assert err < 0.05, f"relative L2 drift error {err:.3f}"
+    assert abs(log_Z) < 0.02, f"log Z estimate {log_Z:.4f}"
