@@ -147,7 +147,7 @@ METRIC_KEYS = ("log_Z", "log_Z_se", "log_Z_true", "delta_log_Z", "delta_log_Z_rw
 
 # The demo job: PIS trained by trajectory balance with exploration, a replay buffer and local search
 # (Sendera et al. 2024) on the 25-mode mixture, sized to about a minute on one CPU core.
-DEMO = dict(target="gmm25", sampler="pis", loss="tb", iters=700, batch=256, steps=50, seed=0, out="runs/demo",
+DEMO = dict(target="gmm25", sampler="pis", loss="tb", iters=500, batch=256, steps=50, seed=0, out="runs/demo",
             fit_options=dict(explore=1.0, buffer=20000, local_search_every=10, local_search_steps=20,
                              lr_schedule="cosine"))
 

@@ -262,8 +262,10 @@ class DiffusionSampler:
         opt = torch.optim.Adam(groups)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters) if lr_schedule == "cosine" else None
         gen = torch.Generator(device=self.device).manual_seed(seed)
+        cpu_gen = torch.Generator().manual_seed(seed + 1)  # the buffer lives on the CPU
         buf = ReplayBuffer(buffer, self.dim, rank_weight) if buffer > 0 else None
-        state = {"generator": gen.get_state(), "ls_step": float(local_search_step), "evals": self.target_evals}
+        state = {"generator": gen.get_state(), "cpu_generator": cpu_gen.get_state(),
+                 "ls_step": float(local_search_step), "evals": self.target_evals}
         history = self.history
 
         def step(it: int) -> Dict[str, float]:
@@ -274,7 +276,7 @@ class DiffusionSampler:
             else:
                 backward = buf is not None and it % 2 == 1 and len(buf) >= batch
                 if backward:
-                    xK, log_r = buf.sample(batch, gen)
+                    xK, log_r = buf.sample(batch, cpu_gen)
                     xK = xK.to(self.device, self.dtype)
                     xs = self.grid.backward_sample(xK, gen)
                     lw = self.log_weights(xs, log_r.to(self.device))
@@ -295,7 +297,7 @@ class DiffusionSampler:
             if sched is not None:
                 sched.step()
             if buf is not None and local_search_every and (it + 1) % local_search_every == 0 and len(buf) >= batch:
-                x, _ = buf.sample(batch, gen)
+                x, _ = buf.sample(batch, cpu_gen)
                 x, lr_x, state["ls_step"] = local_search(self._log_density, x.to(self.device, self.dtype),
                                                          local_search_steps, state["ls_step"], gen)
                 buf.add(x, lr_x)
@@ -303,13 +305,14 @@ class DiffusionSampler:
             rec.update(loss=float(value.detach()), elbo=float(lwd.mean()),
                        log_Z=float(torch.logsumexp(lwd, 0) - math.log(len(lwd))), log_Z_param=float(self._log_Z.value.detach()),
                        target_evals=float(self.target_evals))
-            state["generator"] = gen.get_state()
+            state["generator"], state["cpu_generator"] = gen.get_state(), cpu_gen.get_state()
             state["evals"] = self.target_evals
             return rec
 
         def restore(extra: dict) -> None:
             if "generator" in extra:
                 gen.set_state(extra["generator"])
+                cpu_gen.set_state(extra["cpu_generator"])
                 state["ls_step"] = extra["ls_step"]
                 self.target_evals = extra["evals"]
 

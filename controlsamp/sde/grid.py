@@ -143,7 +143,7 @@ class ReferenceGrid:
     def _coef(self, c: Tensor, i, x: Tensor):
         if isinstance(i, int):
             return float(c[i])
-        return c[i].to(device=x.device, dtype=x.dtype).reshape(-1, 1)
+        return c[i.cpu()].to(device=x.device, dtype=x.dtype).reshape(-1, 1)
 
     def step_log_ratio(self, i, x: Tensor, x_next: Tensor, mean: Tensor) -> Tensor:
         r"""log N(x_next; phi_i x, q_i) - log N(x_next; mean, v_i), summed over coordinates, in float64.
