@@ -59,7 +59,7 @@ def fit_loop(step: Callable[[int], Dict[str, float]], iters: int, modules: Dict[
                                  "state before it (lower lr, check the costs and drift for NaN/inf)")
             for k, v in rec.items():
                 history.setdefault(k, []).append(float(v))
-            bar.set_postfix(loss=f"{rec['loss']:.4g}", cost=f"{rec.get('cost', float('nan')):.4g}")
+            bar.set_postfix({k: f"{rec[k]:.4g}" for k in ("loss", "cost", "log_Z") if k in rec})
             if checkpoint and (it + 1) % checkpoint_every == 0:
                 save(it + 1)
         it = iters
