@@ -53,6 +53,4 @@ def two_mode_mixture() -> cs.targets.GaussianMixture:
                                       0.3 * torch.eye(2).expand(2, 2, 2))
 
 
-def ess(log_w: torch.Tensor) -> float:
-    w = torch.exp(log_w - log_w.max())
-    return float(w.sum() ** 2 / (len(w) * (w * w).sum()))
+ess = cs.metrics.ess  # normalised ESS from log-weights (one implementation, in the library)
