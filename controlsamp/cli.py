@@ -2,7 +2,8 @@
 
 * ``controlsamp run --target NAME --sampler NAME --loss NAME --iters N --batch B --steps K --seed S --out DIR
   [--device D] [--resume]`` trains a diffusion sampler and writes samples, metrics, a checkpoint and a
-  picture (:func:`controlsamp.train.run_job`).
+  picture (:func:`controlsamp.train.run_job`); ``--sampler ais`` / ``smc`` run the Monte Carlo
+  baselines instead (nothing to train; ``--steps`` sets their temperatures / MALA moves).
 * ``controlsamp demo``: the default job, PIS on gmm25, in about a minute on a CPU.
 * ``controlsamp check`` prints a table: each closed form of :mod:`controlsamp.exact` and
   :mod:`controlsamp.processes` next to an independent numerical solver (scipy's ODE solvers, a
@@ -153,8 +154,12 @@ DEMO = dict(target="gmm25", sampler="pis", loss="tb", iters=500, batch=256, step
 
 
 def _print_metrics(m: dict, out: str) -> None:
-    print(f"{m['sampler'].upper()} / {m['loss']} on {m['target']} (d = {m['dim']}), {m['iters']} iterations of "
-          f"{m['batch']} paths, {m['steps']} steps, seed {m['seed']}")
+    if m.get("loss"):
+        print(f"{m['sampler'].upper()} / {m['loss']} on {m['target']} (d = {m['dim']}), {m['iters']} iterations of "
+              f"{m['batch']} paths, {m['steps']} steps, seed {m['seed']}")
+    else:  # AIS / SMC: nothing trained
+        print(f"{m['sampler'].upper()} on {m['target']} (d = {m['dim']}), {m['n_particles']} particles, "
+              f"{m['n_temps']} temperatures, seed {m['seed']}")
     for k in METRIC_KEYS:
         if k in m:
             v = m[k]
@@ -192,14 +197,15 @@ def main(argv=None) -> int:
     from . import samplers, targets
     parser = argparse.ArgumentParser(prog="controlsamp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p_run = sub.add_parser("run", help="train a diffusion sampler on a target and evaluate it")
+    p_run = sub.add_parser("run", help="train a diffusion sampler on a target and evaluate it (or run AIS / SMC)")
     p_run.add_argument("--target", default="gmm25", choices=targets.names())
     p_run.add_argument("--sampler", default="pis", choices=sorted(samplers.SAMPLERS))
     p_run.add_argument("--loss", default=None, choices=samplers.LOSSES + samplers.ASBS.LOSSES,
                        help="training loss (default: tb; am for asbs)")
     p_run.add_argument("--iters", type=int, default=1000)
     p_run.add_argument("--batch", type=int, default=300)
-    p_run.add_argument("--steps", type=int, default=100)
+    p_run.add_argument("--steps", type=int, default=100,
+                       help="time steps; for ais the temperatures, for smc the MALA moves per temperature")
     p_run.add_argument("--seed", type=int, default=0)
     p_run.add_argument("--out", default="runs/run")
     p_run.add_argument("--device", default="cpu")
@@ -210,7 +216,7 @@ def main(argv=None) -> int:
     p_run.add_argument("--buffer", type=int, default=0, help="replay-buffer capacity (0: none)")
     p_run.add_argument("--local-search-every", type=int, default=0, help="MALA local search period (0: never)")
     p_run.add_argument("--lr-schedule", default=None, choices=[None, "cosine"])
-    p_run.add_argument("--n-eval", type=int, default=2000, help="paths for the evaluation")
+    p_run.add_argument("--n-eval", type=int, default=2000, help="paths for the evaluation (particles for ais / smc)")
     p_run.add_argument("--quiet", action="store_true", help="no progress bar")
     p_run.set_defaults(func=run)
     p_demo = sub.add_parser("demo", help="PIS on gmm25 in about a minute: picture and metrics")

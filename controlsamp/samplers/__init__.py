@@ -8,6 +8,8 @@ sampler     reference / parametrisation                                source
 `DIS`       same reference; network = score of the noising process      Berner et al. 2024
 `ASBS`      Brownian from a Gaussian (or point) prior; adjoint matching  Liu et al. 2025
             of the control + corrector matching (a Schrödinger bridge)
+`AIS`       annealed importance sampling, MALA moves (nothing to train)   Neal 2001
+`SMC`       SMC, adaptive tempering, systematic resampling, MALA moves    Del Moral et al. 2006
 ==========  =========================================================  ==========================
 
 Losses: ``kl``, ``lv``, ``tb``, ``vargrad`` (:mod:`.losses`); off-policy exploration, replay buffer and
@@ -17,9 +19,10 @@ from .asbs import ASBS
 from .base import LOSSES, DiffusionSampler
 from .dds import DDS
 from .dis import DIS
+from .montecarlo import AIS, SMC
 from .pis import PIS
 
-SAMPLERS = {"pis": PIS, "dds": DDS, "dis": DIS, "asbs": ASBS}
+SAMPLERS = {"pis": PIS, "dds": DDS, "dis": DIS, "asbs": ASBS, "ais": AIS, "smc": SMC}
 
 
 def get(name: str):
@@ -29,4 +32,4 @@ def get(name: str):
     return SAMPLERS[name]
 
 
-__all__ = ["DiffusionSampler", "PIS", "DDS", "DIS", "ASBS", "LOSSES", "SAMPLERS", "get"]
+__all__ = ["DiffusionSampler", "PIS", "DDS", "DIS", "ASBS", "AIS", "SMC", "LOSSES", "SAMPLERS", "get"]

@@ -1,0 +1,93 @@
+r"""Run batches of ULA or MALA chains: warm-up with step-size adaptation, then frozen-kernel draws.
+
+:func:`run_chains` is the driver over the pure kernels of :mod:`.ula` and :mod:`.mala`. During the
+``warmup`` moves the step follows the Robbins–Monro rule of :func:`.mala.adapt_step` toward
+``target_accept`` (MALA's acceptance, or the acceptance MALA would have had for ULA's move); after it
+the step is frozen, so the kernel is a fixed :math:`\pi`-invariant kernel (MALA) and the draws are
+a Markov chain with that kernel. The draws come back as ``(n_chains, n_draws, d)`` for
+:mod:`.diagnostics`.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Union
+
+import torch
+
+from .._validate import check_positive
+from . import mala, ula
+from .proposal import Preconditioner, init, target_log_density
+
+Tensor = torch.Tensor
+METHODS = {"ula": ula.step, "mala": mala.step}
+
+__all__ = ["ChainResult", "run_chains", "METHODS"]
+
+
+class ChainResult(NamedTuple):
+    """Draws (n_chains, n_draws, d), the acceptance probabilities after warm-up (n_chains, n_draws),
+    the frozen step size and the number of target evaluations."""
+    draws: Tensor
+    accept_prob: Tensor
+    step_size: Union[float, Tensor]
+    target_evals: int
+
+
+def _nonneg_int(value, name: str) -> int:
+    if isinstance(value, bool) or int(value) != value or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
+    return int(value)
+
+
+def run_chains(target, x0, n_draws: int, method: str = "mala", step_size: Union[float, Tensor] = 0.1,
+               warmup: int = 500, target_accept: Optional[float] = None, adapt_rate: float = 0.05,
+               precond=None, thin: int = 1, seed: int = 0) -> ChainResult:
+    r"""Run ``len(x0)`` chains of ``method`` (``"ula"`` or ``"mala"``) on ``target``.
+
+    Args:
+        target: a :class:`~controlsamp.targets.Target`.
+        x0: starting points (n_chains, d).
+        n_draws: draws kept per chain after warm-up (every ``thin``-th move).
+        step_size: the initial step :math:`\epsilon` (a float, or one per chain, shape (n_chains,)).
+        warmup: moves with step adaptation before the draws (0 keeps ``step_size`` fixed).
+        target_accept: the acceptance rate the warm-up aims at; default 0.574 (MALA's optimal rate in
+            high dimension, Roberts & Rosenthal 1998).
+        adapt_rate: the Robbins–Monro gain on :math:`\log\epsilon`.
+        precond: a fixed preconditioner :math:`P` (``None``, a diagonal (d,) or an SPD matrix (d, d)).
+        thin: keep one move in ``thin``.
+        seed: seeds the chains' randomness.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}; got {method!r}")
+    n_draws = _nonneg_int(n_draws, "n_draws")
+    warmup = _nonneg_int(warmup, "warmup")
+    thin = _nonneg_int(thin, "thin")
+    if thin == 0:
+        raise ValueError("thin must be at least 1")
+    target_accept = 0.574 if target_accept is None else float(target_accept)
+    if not 0.0 < target_accept < 1.0:
+        raise ValueError(f"target_accept must be in (0, 1); got {target_accept}")
+    check_positive(adapt_rate, "adapt_rate")
+    x0 = torch.as_tensor(x0)
+    if x0.dim() != 2 or x0.shape[1] != target.dim:
+        raise ValueError(f"x0 must have shape (n_chains, {target.dim}); got {tuple(x0.shape)}")
+    if not x0.is_floating_point():
+        x0 = x0.double()
+    kernel = METHODS[method]
+    P = Preconditioner(precond, target.dim)
+    counter = [0]
+    log_density = target_log_density(target, counter)
+    gen = torch.Generator(device=x0.device).manual_seed(seed)
+    state = init(x0, log_density)
+    for _ in range(warmup):
+        state, acc = kernel(state, log_density, step_size, gen, P)
+        step_size = mala.adapt_step(step_size, acc, target_accept, adapt_rate)
+    draws, accs = [], []
+    for i in range(n_draws * thin):
+        state, acc = kernel(state, log_density, step_size, gen, P)
+        if (i + 1) % thin == 0:
+            draws.append(state.x)
+            accs.append(acc)
+    n, d = x0.shape
+    out = torch.stack(draws, 1) if draws else x0.new_zeros(n, 0, d)
+    acc_out = torch.stack(accs, 1) if accs else x0.new_zeros(n, 0)
+    return ChainResult(out, acc_out, step_size, counter[0])

@@ -1,0 +1,263 @@
+r"""Annealed importance sampling and sequential Monte Carlo on a geometric path, with unbiased Z.
+
+Both move particles along the tempered path from a Gaussian :math:`p_0 = \mathcal N(\mu_0, \sigma_0^2 I)`
+(normalised) to the unnormalised target :math:`\tilde\pi`,
+
+.. math:: \gamma_\beta(x) = p_0(x)^{1-\beta}\,\tilde\pi(x)^{\beta}, \qquad 0 = \beta_0 < \dots < \beta_K = 1,
+
+so :math:`Z_{\beta_0} = 1` and :math:`Z_{\beta_K} = Z`. At temperature :math:`\beta_k` each particle's
+unnormalised weight is multiplied by the incremental weight
+
+.. math:: w_k(x) = \gamma_{\beta_k}(x)/\gamma_{\beta_{k-1}}(x)
+          = \exp\{(\beta_k - \beta_{k-1})(\log\tilde\pi(x) - \log p_0(x))\},
+
+evaluated before the particle moves by ``n_mcmc`` MALA steps that leave :math:`\gamma_{\beta_k}`
+invariant (:mod:`.mala`). The mean of the weights estimates :math:`Z` at every stage.
+
+* **AIS** (Neal 2001, "Annealed importance sampling", Statistics and Computing 11): a fixed schedule,
+  no resampling; with fixed MCMC kernels :math:`\mathbb E[\frac1N\sum_i w_i] = Z` exactly.
+* **SMC** (Del Moral, Doucet & Jasra 2006, "Sequential Monte Carlo samplers", JRSS B 68) with
+  adaptive tempering: the next :math:`\beta` is the one whose incremental weights have conditional
+  ESS (Zhou, Johansen & Aston 2016, "Towards automatic model comparison: an adaptive sequential Monte
+  Carlo approach", JCGS 25) equal to ``target_ess`` times ``N``, found by bisection; systematic
+  resampling (Carpenter, Clifford & Fearnhead 1999) whenever the ESS falls below
+  ``resample_threshold`` :math:`\cdot N`. Resampling keeps the estimator unbiased by giving every
+  offspring the mean weight: :math:`\hat Z = \prod_k \frac1N\sum_i w_k(x_i)` between resamplings.
+
+Unbiasedness holds for a schedule and MCMC kernels fixed in advance. Adaptive tempering, and the
+step size and diagonal preconditioner tuned on the particle population (``adapt=True``), make the
+estimator consistent with an :math:`O(1/N)` bias instead (Beskos, Jasra, Kantas & Thiery 2016, "On the
+convergence of adaptive sequential Monte Carlo methods", Ann. Appl. Probab.); run once adaptively,
+then rerun with ``schedule=result.betas`` and ``adapt=False`` for an unbiased estimate.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, NamedTuple, Optional, Union
+
+import torch
+
+from .._validate import check_positive
+from . import mala
+from .proposal import LangevinState, Preconditioner, log_accept_ratio, propose, target_log_density
+
+Tensor = torch.Tensor
+
+__all__ = ["SMCResult", "tempered_smc", "systematic_resample", "conditional_ess", "next_temperature",
+           "annealing_schedule"]
+
+
+class SMCResult(NamedTuple):
+    """Particles (N, d) with log weights (N,) whose log-mean-exp is the log Z estimate; the temperatures
+    used; the ESS (normalised) before each resampling decision; the mean MALA acceptance per stage; the
+    number of resampling events; and the target evaluations."""
+    x: Tensor
+    log_w: Tensor
+    log_Z: float
+    betas: Tensor
+    ess: List[float]
+    accept: List[float]
+    n_resample: int
+    target_evals: int
+
+
+def _logmeanexp(a: Tensor) -> Tensor:
+    return torch.logsumexp(a, 0) - math.log(a.shape[0])
+
+
+def systematic_resample(log_w: Tensor, generator=None) -> Tensor:
+    r"""Ancestor indices (N,) by systematic resampling: one uniform :math:`u`, points :math:`(u + i)/N`.
+
+    Particle :math:`i` gets :math:`\lfloor N W_i\rfloor` or :math:`\lceil N W_i\rceil` offspring, with
+    expectation :math:`N W_i` (:math:`W` the normalised weights).
+    """
+    n = log_w.shape[0]
+    W = torch.softmax(log_w.double(), 0)
+    cdf = torch.cumsum(W, 0)
+    cdf[-1] = 1.0
+    u = torch.rand((), generator=generator, device=log_w.device, dtype=torch.float64)
+    points = (u + torch.arange(n, device=log_w.device, dtype=torch.float64)) / n
+    return torch.searchsorted(cdf, points).clamp(max=n - 1)
+
+
+def conditional_ess(log_w: Tensor, log_inc: Tensor) -> float:
+    r"""Normalised conditional ESS :math:`(\sum_i W_i w_i)^2 / \sum_i W_i w_i^2` of incremental weights
+    :math:`w` given current normalised weights :math:`W` (Zhou, Johansen & Aston 2016); in (0, 1]."""
+    lW = torch.log_softmax(log_w.double(), 0)
+    li = log_inc.double()
+    return float(torch.exp(2 * torch.logsumexp(lW + li, 0) - torch.logsumexp(lW + 2 * li, 0)))
+
+
+def next_temperature(beta: float, log_w: Tensor, delta: Tensor, target_ess: float, tol: float = 1e-10) -> float:
+    r"""The largest :math:`\beta' \in (\beta, 1]` whose incremental weights :math:`e^{(\beta'-\beta)\delta}`
+    have conditional ESS :math:`\ge` ``target_ess`` (bisection; the CESS decreases in :math:`\beta'`)."""
+    if conditional_ess(log_w, (1.0 - beta) * delta) >= target_ess:
+        return 1.0
+    lo, hi = beta, 1.0
+    while hi - lo > tol:
+        mid = 0.5 * (lo + hi)
+        if conditional_ess(log_w, (mid - beta) * delta) >= target_ess:
+            lo = mid
+        else:
+            hi = mid
+    return max(lo, beta + tol)  # always advance
+
+
+def annealing_schedule(n_temps: int, kind: str = "geometric", beta_min: float = 1e-4) -> Tensor:
+    r"""Temperatures :math:`0 = \beta_0 < \dots < \beta_K = 1` (K = ``n_temps``), float64.
+
+    ``"linear"``: :math:`k/K`; ``"geometric"``: 0 then :math:`K` log-spaced values from ``beta_min`` to 1.
+    """
+    if isinstance(n_temps, bool) or int(n_temps) != n_temps or n_temps < 1:
+        raise ValueError(f"n_temps must be a positive integer; got {n_temps!r}")
+    if kind == "linear":
+        return torch.linspace(0.0, 1.0, n_temps + 1, dtype=torch.float64)
+    if kind == "geometric":
+        check_positive(beta_min, "beta_min")
+        if n_temps == 1:
+            return torch.tensor([0.0, 1.0], dtype=torch.float64)
+        tail = torch.logspace(math.log10(beta_min), 0.0, n_temps, dtype=torch.float64)
+        return torch.cat([torch.zeros(1, dtype=torch.float64), tail])
+    raise ValueError(f"schedule must be 'linear', 'geometric' or a sequence of temperatures; got {kind!r}")
+
+
+def _check_schedule(schedule) -> Tensor:
+    b = torch.as_tensor(schedule, dtype=torch.float64).reshape(-1)
+    if b.numel() < 2 or float(b[0]) != 0.0 or float(b[-1]) != 1.0 or not bool((b[1:] > b[:-1]).all()):
+        raise ValueError("schedule must increase strictly from 0 to 1 (at least two temperatures)")
+    return b
+
+
+class _Tempered:
+    """Particles with the prior and target log-densities kept apart, so reweighting costs nothing."""
+
+    def __init__(self, target, mean: Tensor, std: float, counter: list):
+        self.mean, self.std, self.d = mean, std, target.dim
+        self.log_target = target_log_density(target, counter)
+        self.parts = None  # (x, lp0, sc0, lpt, sct)
+
+    def evaluate(self, x: Tensor):
+        r = (x - self.mean) / self.std
+        lp0 = -0.5 * (r * r).sum(-1) - self.d * (math.log(self.std) + 0.5 * math.log(2 * math.pi))
+        sc0 = -r / self.std
+        lpt, sct = self.log_target(x)
+        return x, lp0, sc0, lpt, sct
+
+    @staticmethod
+    def at(parts, beta: float) -> LangevinState:
+        x, lp0, sc0, lpt, sct = parts
+        lp = torch.where(torch.isfinite(lpt), (1 - beta) * lp0 + beta * lpt, lpt)  # -inf stays -inf
+        return LangevinState(x, lp, (1 - beta) * sc0 + beta * torch.nan_to_num(sct))
+
+    def move(self, parts, beta: float, step: float, precond: Preconditioner, generator):
+        """One MALA step targeting gamma_beta; returns the new parts and the acceptance probabilities."""
+        cache = {}
+
+        def log_density(y):
+            cache["parts"] = self.evaluate(y)
+            s = self.at(cache["parts"], beta)
+            return s.log_prob, s.score
+
+        state = self.at(parts, beta)
+        prop = propose(state, log_density, step, precond, generator)
+        accept_prob = torch.exp(torch.clamp(log_accept_ratio(state, prop, step, precond), max=0.0))
+        u = torch.rand(accept_prob.shape, generator=generator, device=accept_prob.device, dtype=accept_prob.dtype)
+        acc = u < accept_prob
+        new = tuple(torch.where(acc.unsqueeze(-1) if a.dim() == 2 else acc, b, a)
+                    for a, b in zip(parts, cache["parts"]))
+        return new, accept_prob
+
+
+def tempered_smc(target, n: int, schedule: Union[str, Tensor, list] = "adaptive", n_temps: int = 100,
+                 n_mcmc: int = 10, prior_mean=None, prior_std: float = 1.0, step_size: float = 0.1,
+                 adapt: bool = True, target_accept: float = 0.574, target_ess: float = 0.99,
+                 resample_threshold: float = 0.5, per_particle_step: bool = True, precondition: bool = False,
+                 max_temps: int = 10_000, seed: int = 0, device="cpu", dtype=torch.float64) -> SMCResult:
+    r"""Move ``n`` particles from :math:`\mathcal N(\mu_0, \sigma_0^2 I)` to ``target`` along the geometric path.
+
+    Args:
+        schedule: ``"adaptive"`` (SMC: the next temperature keeps the conditional ESS at
+            ``target_ess``), ``"linear"`` or ``"geometric"`` with ``n_temps`` temperatures, or the
+            temperatures themselves (from 0 to 1).
+        n_mcmc: MALA moves per temperature.
+        prior_mean, prior_std: :math:`\mu_0` (default 0) and :math:`\sigma_0`.
+        step_size: the initial MALA step :math:`\epsilon`.
+        adapt: tune the step toward ``target_accept`` after every move (consistent, not exactly
+            unbiased; see the module).
+        target_ess: the conditional ESS each adaptive temperature keeps (closer to 1: more
+            temperatures). 0.99 reaches log Z of funnel10 within a few hundredths with 2000 particles;
+            0.9 leaves it 0.3-0.5 low (measured; too few moves to reach the neck).
+        resample_threshold: resample when the normalised ESS falls below it (0 never resamples: AIS).
+        per_particle_step: with ``adapt``, each particle adapts its own step to its own acceptance
+            and passes it to its offspring (the funnel's scale varies by orders of magnitude); else one
+            step follows the mean acceptance.
+        precondition: with ``adapt``, precondition MALA by the particles' weighted per-coordinate
+            variance at each stage.
+        max_temps: a guard against a schedule that stalls.
+        seed: seeds the initial draw, the moves and the resampling.
+    """
+    n = int(n)
+    if n < 2:
+        raise ValueError(f"n must be at least 2 particles; got {n}")
+    if isinstance(n_mcmc, bool) or int(n_mcmc) != n_mcmc or n_mcmc < 0:
+        raise ValueError(f"n_mcmc must be a non-negative integer; got {n_mcmc!r}")
+    prior_std = check_positive(prior_std, "prior_std")
+    step = check_positive(step_size, "step_size")
+    for name, v in (("target_accept", target_accept), ("target_ess", target_ess)):
+        if not 0.0 < float(v) < 1.0:
+            raise ValueError(f"{name} must be in (0, 1); got {v}")
+    if not 0.0 <= float(resample_threshold) <= 1.0:
+        raise ValueError(f"resample_threshold must be in [0, 1]; got {resample_threshold}")
+    adaptive = isinstance(schedule, str) and schedule == "adaptive"
+    betas = None if adaptive else (annealing_schedule(n_temps, schedule) if isinstance(schedule, str)
+                                   else _check_schedule(schedule))
+    device = torch.device(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    d = target.dim
+    mean = torch.zeros(d, device=device, dtype=dtype) if prior_mean is None else \
+        torch.as_tensor(prior_mean, device=device, dtype=dtype).reshape(d)
+    counter = [0]
+    path = _Tempered(target, mean, prior_std, counter)
+    x = mean + prior_std * torch.randn(n, d, generator=gen, device=device, dtype=dtype)
+    per_particle_step = per_particle_step and adapt
+    if per_particle_step:
+        step = torch.full((n,), step, device=device, dtype=dtype)
+    parts = path.evaluate(x)
+    log_w = torch.zeros(n, device=device, dtype=torch.float64)
+    beta, k, used, ess_hist, acc_hist, n_res = 0.0, 0, [0.0], [], [], 0
+    while beta < 1.0:
+        if k >= max_temps:
+            raise RuntimeError(f"tempering did not reach beta = 1 within max_temps = {max_temps} temperatures "
+                               f"(beta = {beta:.3g}); raise max_temps or lower target_ess")
+        ess = float(torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0))) / n
+        ess_hist.append(ess)
+        if resample_threshold > 0 and ess < resample_threshold:
+            idx = systematic_resample(log_w, gen)
+            parts = tuple(p[idx] for p in parts)
+            if per_particle_step:
+                step = step[idx]
+            log_w = torch.full_like(log_w, float(_logmeanexp(log_w)))
+            n_res += 1
+        delta = (parts[3] - parts[1]).double()  # log pi~ - log p0, -inf outside the support
+        new_beta = next_temperature(beta, log_w, delta, target_ess) if adaptive else float(betas[k + 1])
+        inc = torch.where(torch.isfinite(delta), (new_beta - beta) * delta, delta)
+        log_w = log_w + inc
+        if not torch.isfinite(log_w).any():
+            raise FloatingPointError(f"every particle has zero weight at beta = {new_beta:.3g}")
+        beta, k = new_beta, k + 1
+        used.append(beta)
+        precond = Preconditioner()
+        if adapt and precondition and n_mcmc > 0:
+            W = torch.softmax(log_w, 0).to(dtype).unsqueeze(-1)
+            m = (W * parts[0]).sum(0)
+            var = (W * (parts[0] - m) ** 2).sum(0).double().clamp(min=1e-12)
+            precond = Preconditioner(var, d)
+        accs = []
+        for _ in range(int(n_mcmc)):
+            parts, acc = path.move(parts, beta, step, precond, gen)
+            accs.append(float(acc.mean()))
+            if adapt:
+                step = mala.adapt_step(step, acc, target_accept, rate=0.5)
+        acc_hist.append(sum(accs) / len(accs) if accs else float("nan"))
+    return SMCResult(parts[0], log_w, float(_logmeanexp(log_w)), torch.tensor(used, dtype=torch.float64),
+                     ess_hist, acc_hist, n_res, counter[0])
