@@ -307,7 +307,7 @@ class DiffusionSampler:
                 value = losses.LOSSES[loss](lw, self._log_Z.value)
                 rec["backward"] = float(backward)
             value.backward()
-            clip_gradient(self.policy.parameters(), grad_clip, f"iteration {it} (loss {float(value):.4g})")
+            clip_gradient(self.policy.parameters(), grad_clip, f"iteration {it} (loss {float(value.detach()):.4g})")
             opt.step()
             if sched is not None:
                 sched.step()

@@ -114,7 +114,7 @@ class AIS(MonteCarloSampler):
         super().__init__(target, prior_std=sigma if sigma is not None else prior_std, n_mcmc=n_mcmc,
                          step_size=step_size, adapt=adapt, n_particles=n_particles, device=device, dtype=dtype,
                          seed=seed, schedule=schedule, n_temps=int(steps), resample_threshold=0.0,
-                         per_particle_step=False, precondition=False)
+                         per_particle_step=False, step_decades=0.0, precondition=False)
 
 
 class SMC(MonteCarloSampler):
@@ -122,15 +122,16 @@ class SMC(MonteCarloSampler):
     Aston 2016), systematic resampling and MALA moves.
 
     The next temperature keeps the conditional ESS of the incremental weights at ``target_ess``; the
-    particles resample systematically when their ESS falls below ``resample_threshold``; each
-    particle's MALA step adapts to its own acceptance (``per_particle_step``).
+    particles resample systematically when their ESS falls below ``resample_threshold``; the MALA step
+    adapts to the particles' mean acceptance and each move draws a random fraction of it per particle
+    (``step_decades``).
 
     Args:
         target: a :class:`~controlsamp.targets.Target`.
         n_particles: the default number of particles of :meth:`sample` / :meth:`log_Z`.
         steps: MALA moves per temperature (the CLI's ``--steps``; alias ``n_mcmc``).
         sigma: :math:`\sigma_0`, the standard deviation of the Gaussian start (alias ``prior_std``).
-        target_ess, resample_threshold, per_particle_step, precondition, step_size, adapt: see
+        target_ess, resample_threshold, per_particle_step, step_decades, precondition, step_size, adapt: see
             :func:`controlsamp.langevin.smc.tempered_smc`.
         schedule: ``"adaptive"``, or fixed temperatures (with ``adapt=False``: exactly unbiased).
     """
@@ -139,11 +140,12 @@ class SMC(MonteCarloSampler):
 
     def __init__(self, target, n_particles: int = 2000, steps: Optional[int] = None, sigma: Optional[float] = None,
                  prior_std: float = 1.0, n_mcmc: int = 10, target_ess: float = 0.99, resample_threshold: float = 0.5,
-                 step_size: float = 0.1, adapt: bool = True, per_particle_step: bool = True,
-                 precondition: bool = False, schedule="adaptive", max_temps: int = 10_000, device="cpu",
+                 step_size: float = 0.1, adapt: bool = True, per_particle_step: bool = False,
+                 step_decades: float = 2.0, precondition: bool = False, schedule="adaptive", max_temps: int = 10_000, device="cpu",
                  dtype=torch.float64, seed: int = 0):
         super().__init__(target, prior_std=sigma if sigma is not None else prior_std,
                          n_mcmc=int(steps) if steps is not None else n_mcmc, step_size=step_size, adapt=adapt,
                          n_particles=n_particles, device=device, dtype=dtype, seed=seed, schedule=schedule,
                          target_ess=target_ess, resample_threshold=resample_threshold,
-                         per_particle_step=per_particle_step, precondition=precondition, max_temps=max_temps)
+                         per_particle_step=per_particle_step, step_decades=step_decades, precondition=precondition,
+                         max_temps=max_temps)
