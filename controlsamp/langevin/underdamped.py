@@ -210,7 +210,7 @@ def cld_step(state: KineticState, log_density: LogDensity, step_size: float, bet
              splitting: str = "LKL") -> KineticState:
     r"""One critically-damped Langevin step for every chain by the symmetric splitting of Dockhorn et al.
     (2022, Sec. 3.4, SSCS): exact CLD kernel over h/2, kick :math:`v \leftarrow v + h\beta(\nabla\log\pi(x) + x)`,
-    exact CLD kernel over h.
+    exact CLD kernel over h/2.
 
     ``step_size`` is in the process clock (the kernel integrates :math:`\beta` over it); ``beta`` a
     positive constant; ``Gamma=None`` is critical damping :math:`\Gamma = 2\sqrt M`. The state's velocity
