@@ -38,6 +38,17 @@ def check_positive(value, name: str) -> float:
     return v
 
 
+def check_nonnegative(value, name: str) -> float:
+    """A finite scalar >= 0."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a non-negative number; got {value!r}") from exc
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a non-negative finite number; got {v}")
+    return v
+
+
 def check_dim(value, name: str = "dim") -> int:
     """A positive integer (numpy integers accepted, bools and floats rejected)."""
     if isinstance(value, bool):

@@ -46,22 +46,11 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 import torch
 from torch.optim import Optimizer
 
-from .._validate import check_positive
+from .._validate import check_nonnegative, check_positive
 
 Tensor = torch.Tensor
 
 __all__ = ["SGLD", "TUSLA", "TheoPouLa"]
-
-
-def _check_nonnegative(value, name: str) -> float:
-    """A finite scalar >= 0."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a non-negative number; got {value!r}") from exc
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a non-negative finite number; got {v}")
-    return v
 
 
 class _LangevinOptimizer(Optimizer):
@@ -90,7 +79,7 @@ class _LangevinOptimizer(Optimizer):
         for key in self._positive:
             out[key] = check_positive(group[key], f"{type(self).__name__} {key}{where}")
         for key in self._nonnegative:
-            out[key] = _check_nonnegative(group[key], f"{type(self).__name__} {key}{where}")
+            out[key] = check_nonnegative(group[key], f"{type(self).__name__} {key}{where}")
         return out
 
     def add_param_group(self, param_group: Dict) -> None:

@@ -20,21 +20,10 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from .._validate import DTYPE, check_dim, check_positive
+from .._validate import DTYPE, check_dim, check_nonnegative, check_positive
 
 __all__ = ["moons", "circles", "eight_gaussians", "checkerboard", "spirals",
            "DATASETS", "get_dataset", "sample_dataset"]
-
-
-def _check_noise(noise, name: str = "noise") -> float:
-    """A finite noise level >= 0 (0 gives the noise-free curve)."""
-    try:
-        v = float(noise)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a number >= 0; got {noise!r}") from exc
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0; got {v}")
-    return v
 
 
 def _check_generator(generator) -> Optional[torch.Generator]:
@@ -59,7 +48,7 @@ def moons(n: int, noise: float = 0.05, generator: Optional[torch.Generator] = No
     FFJORD uses noise = 0.1; torchcfm's variant is 3 z - 1 with noise 0.2.
     """
     n = check_dim(n, "n")
-    noise = _check_noise(noise)
+    noise = check_nonnegative(noise, "noise")
     gen = _check_generator(generator)
     t = math.pi * torch.rand(n, dtype=DTYPE, generator=gen)
     inner = torch.rand(n, dtype=DTYPE, generator=gen) < 0.5
@@ -81,7 +70,7 @@ def circles(n: int, noise: float = 0.08, factor: float = 0.5,
     is 3 * noise.
     """
     n = check_dim(n, "n")
-    noise = _check_noise(noise)
+    noise = check_nonnegative(noise, "noise")
     factor = check_positive(factor, "factor")
     if factor >= 1.0:
         raise ValueError(f"factor (inner radius / outer radius) must lie in (0, 1); got {factor}")
@@ -112,7 +101,7 @@ def eight_gaussians(n: int, radius: float = EIGHT_GAUSSIANS_RADIUS, std: float =
     """
     n = check_dim(n, "n")
     radius = check_positive(radius, "radius")
-    std = _check_noise(std, "std")
+    std = check_nonnegative(std, "std")
     gen = _check_generator(generator)
     k = torch.randint(0, 8, (n,), generator=gen)
     centres = eight_gaussians_centres(radius)
@@ -164,7 +153,7 @@ def spirals(n: int, noise: float = 0.1, generator: Optional[torch.Generator] = N
     per coordinate, which would shift the arms off the origin. Range: about [-3.5, 3.5]^2.
     """
     n = check_dim(n, "n")
-    noise = _check_noise(noise)
+    noise = check_nonnegative(noise, "noise")
     gen = _check_generator(generator)
     s = SPIRAL_TURN * torch.sqrt(torch.rand(n, dtype=DTYPE, generator=gen))
     arm = torch.where(torch.rand(n, dtype=DTYPE, generator=gen) < 0.5, -1.0, 1.0).to(DTYPE)
