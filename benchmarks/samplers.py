@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from controlsamp import train
+from controlsamp import langevin, samplers, targets, train
 
 # name: (sampler, loss, fit options). "tb+expl+ls": trajectory balance with exploration, a replay
 # buffer with backward paths and MALA local search (Sendera et al. 2024's best configuration).
@@ -34,18 +34,70 @@ CONFIGS = {
     "dds-tb": ("dds", "tb", {}),
     "dds-vargrad": ("dds", "vargrad", {}),
     "dds-tb+expl+ls": ("dds", "tb", OFF_POLICY),
+    # Monte Carlo baselines at no more than the diffusion rows' budget (iters x batch x steps target
+    # evaluations): SMC with 2000 particles, adaptive tempering at conditional ESS 0.999 and 20 MALA
+    # moves per temperature; MALA with 2000 chains, half the budget as warm-up, the last state kept.
+    "smc": ("smc", None, dict(target_ess=0.999, n_mcmc=20)),
+    "mala": ("mala", None, {}),
 }
+MC_PARTICLES = 2000
 COLUMNS = [("delta_log_Z", "dlogZ (ELBO)"), ("delta_log_Z_rw", "dlogZ (RW)"), ("w2", "W2"), ("ess", "ESS"),
            ("target_evals", "energy evals"), ("wall_time_s", "train s")]
 
 
 def command(target, config, a, seed, out):
     sampler, loss, opts = CONFIGS[config]
+    if sampler == "smc":
+        return (f"python benchmarks/samplers.py --targets {target} --configs smc --seeds {seed} --iters {a.iters} "
+                f"--batch {a.batch} --steps {a.steps} --out {out}")
+    if sampler == "mala":
+        return command(target, "smc", a, seed, out).replace("--configs smc", "--configs mala")
     cmd = (f"controlsamp run --target {target} --sampler {sampler} --loss {loss} --iters {a.iters} "
            f"--batch {a.batch} --steps {a.steps} --seed {seed} --lr-schedule cosine --out {out}")
     if opts:
         cmd += f" --explore {opts['explore']} --buffer {opts['buffer']} --local-search-every {opts['local_search_every']}"
     return cmd
+
+
+class _Chains:
+    """MALA's last states behind the sampler API that train.evaluate reads (no weights: no log Z)."""
+
+    def __init__(self, target, x):
+        self.target, self.x, self.device, self.dtype, self.target_evals = target, x, torch.device("cpu"), x.dtype, 0
+
+    def sample(self, n, seed=0):
+        return self.x[:n], torch.zeros(min(n, len(self.x)), dtype=torch.float64)
+
+
+def mc_job(target, config, a, seed, out):
+    """An SMC or MALA row at the budget iters x batch x steps; writes metrics.json like run_job."""
+    sampler, _, opts = CONFIGS[config]
+    budget = a.iters * a.batch * a.steps
+    tgt = targets.get(target)
+    defaults = train.TARGET_DEFAULTS[target]
+    sigma = defaults.get("mc_sigma", defaults["sigma"])
+    os.makedirs(out, exist_ok=True)
+    t0 = time.perf_counter()
+    if sampler == "smc":
+        smp = samplers.SMC(tgt, n_particles=MC_PARTICLES, sigma=sigma, seed=seed, **opts)
+        m, _ = train.evaluate(smp, n=MC_PARTICLES, seed=seed + 12345, sinkhorn_eps=defaults["sinkhorn_eps"])
+        m.update(target_evals=smp.last.target_evals, n_temps=len(smp.last.betas) - 1)
+    else:
+        moves = budget // MC_PARTICLES
+        x0 = sigma * torch.randn(MC_PARTICLES, tgt.dim, generator=torch.Generator().manual_seed(seed),
+                                 dtype=torch.float64)
+        res = langevin.run_chains(tgt, x0, 1, method="mala", step_size=0.1, warmup=moves // 2,
+                                  thin=moves - moves // 2, seed=seed)
+        m, _ = train.evaluate(_Chains(tgt, res.draws[:, -1]), n=MC_PARTICLES, seed=seed + 12345,
+                              sinkhorn_eps=defaults["sinkhorn_eps"])
+        for k in ("log_Z", "log_Z_se", "elbo", "ess", "delta_log_Z", "delta_log_Z_rw"):
+            m.pop(k, None)
+        m.update(target_evals=res.target_evals, accept=float(res.accept_prob.mean()), step_size=float(res.step_size))
+    m.update(wall_time_s=time.perf_counter() - t0, target=target, config=config, seed=seed, sigma=sigma,
+             budget=budget, iters=a.iters, batch=a.batch, steps=a.steps, options=opts)
+    with open(os.path.join(out, "metrics.json"), "w") as fh:
+        json.dump(m, fh, indent=2, sort_keys=True)
+    return m
 
 
 def main():
@@ -79,9 +131,12 @@ def main():
                     continue
                 t0 = time.perf_counter()
                 try:
-                    m = train.run_job(target=target, sampler=sampler, loss=loss, iters=a.iters, batch=a.batch,
-                                      steps=a.steps, seed=seed, out=out, progress=False,
-                                      fit_options=dict(opts, lr_schedule="cosine"))
+                    if loss is None:
+                        m = mc_job(target, config, a, seed, out)
+                    else:
+                        m = train.run_job(target=target, sampler=sampler, loss=loss, iters=a.iters, batch=a.batch,
+                                          steps=a.steps, seed=seed, out=out, progress=False,
+                                          fit_options=dict(opts, lr_schedule="cosine"))
                 except ValueError as exc:  # a diverged run is a result too: report it
                     m = {"error": str(exc)[:120]}
                 m["job_s"] = time.perf_counter() - t0
