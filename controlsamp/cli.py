@@ -164,7 +164,8 @@ def _print_metrics(m: dict, out: str) -> None:
         if k in m:
             v = m[k]
             print(f"  {k:16s} {v:.4g}" if isinstance(v, float) else f"  {k:16s} {v}")
-    print(f"wrote {os.path.join(out, 'samples.npy')}, metrics.json, samples.png, checkpoint.pt, sampler.pt")
+    files = [f for f in ("metrics.json", "samples.png", "checkpoint.pt", "sampler.pt") if os.path.exists(os.path.join(out, f))]
+    print(f"wrote {os.path.join(out, 'samples.npy')}, {', '.join(files)}")
 
 
 def _given(**options) -> dict:
