@@ -122,7 +122,8 @@ class _LangevinOptimizer(Optimizer):
         return None
 
     def _drift(self, p: Tensor, g: Tensor, hyper: Dict[str, float], context: object) -> Tensor:
-        raise NotImplementedError
+        """The drift H of one parameter; each of SGLD, TUSLA and TheoPouLa defines it (abstract here)."""
+        raise NotImplementedError(f"{type(self).__name__} must define _drift (the base class is abstract)")
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None):
