@@ -120,12 +120,18 @@ def check_points(x, name: str, dim: int, dtype: torch.dtype = DTYPE) -> torch.Te
     return xt
 
 
+#: Relative round-off accepted past either end of [0, T] (ODE solvers evaluate at t + c h, which can
+#: exceed the end time by an ulp); such a time is clamped to the end.
+TIME_ROUNDOFF = 1e-12
+
+
 def check_time(t, T: float, name: str = "t") -> float:
-    """A scalar time in [0, T]."""
+    """A scalar time in [0, T]; a time within ``TIME_ROUNDOFF * max(1, T)`` outside it is clamped."""
     try:
         tv = float(t)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be a scalar time in [0, {T}]; got {t!r}") from exc
-    if not (0.0 <= tv <= T) or not math.isfinite(tv):
+    slack = TIME_ROUNDOFF * max(1.0, float(T))
+    if not math.isfinite(tv) or not (-slack <= tv <= T + slack):
         raise ValueError(f"{name} must lie in [0, T] = [0, {T}]; got {tv}")
-    return tv
+    return min(max(tv, 0.0), float(T))

@@ -269,3 +269,18 @@ def test_time_outside_horizon_is_rejected():
         br.marginal(2.5)
     with pytest.raises(ValueError, match="x must have shape"):
         br.drift(0.5, torch.zeros(3, 2))
+
+
+def test_time_one_ulp_past_the_horizon_is_the_horizon():
+    # scipy's Runge-Kutta stages evaluate at t + c h, which can pass the end time by an ulp
+    # (a hypothesis draw with T = 0.8976871324473142 hit 0.8976871324473144); that is round-off, not
+    # a bad time: it must give the drift at T, while a time 1e-9 past T is still rejected.
+    T = 0.8976871324473142
+    br = cs.exact.GaussianBridge([0.0], [[1.0]], [1.0], [[2.0]], T=T)
+    x = torch.tensor([[0.3]], dtype=torch.float64)
+    t_past = np.nextafter(np.nextafter(T, 2.0), 2.0)
+    assert t_past > T
+    assert torch.equal(br.drift(t_past, x), br.drift(T, x))
+    assert torch.equal(br.drift(-1e-300, x), br.drift(0.0, x))
+    with pytest.raises(ValueError, match="t must lie in"):
+        br.drift(T + 1e-9, x)
