@@ -41,8 +41,17 @@ CONFIGS = {
     "mala": ("mala", None, {}),
 }
 MC_PARTICLES = 2000
+
+# Targets without exact samples or log Z (particle systems): reference samples from long MALA runs
+# (per-chain step adaptation: one global step is dragged down by the few chains that start with
+# overlapping or distant particles) and a reference log Z from large SMC runs, built once and kept in
+# REFERENCE_DIR. Settings: chains / samples, warm-up and frozen moves, SMC particles and seeds.
+REFERENCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "reference")
+REFERENCES = {"dw4_com_free": dict(n=4000, warmup=4000, moves=6000, start_std=2.0, smc_particles=20000,
+                                   smc_seeds=(100, 101, 102))}
 COLUMNS = [("delta_log_Z", "dlogZ (ELBO)"), ("delta_log_Z_rw", "dlogZ (RW)"), ("w2", "W2"), ("ess", "ESS"),
            ("target_evals", "energy evals"), ("wall_time_s", "train s")]
+PARTICLE_COLUMNS = [("energy_w2", "energy W2"), ("distance_w2", "distance W2")]
 
 
 def command(target, config, a, seed, out):
@@ -56,6 +65,8 @@ def command(target, config, a, seed, out):
            f"--batch {a.batch} --steps {a.steps} --seed {seed} --lr-schedule cosine --out {out}")
     if opts:
         cmd += f" --explore {opts['explore']} --buffer {opts['buffer']} --local-search-every {opts['local_search_every']}"
+    if target in REFERENCES:
+        cmd += f" --reference benchmarks/results/reference/{target}-mala0.npy"
     return cmd
 
 
@@ -69,6 +80,61 @@ class _Chains:
         return self.x[:n], torch.zeros(min(n, len(self.x)), dtype=torch.float64)
 
 
+def reference(target):
+    """(samples path, log Z reference dict) for a target in REFERENCES; built on the first call.
+
+    Samples: the final states of ``n`` independent MALA chains from N(0, start_std^2 I) after ``warmup``
+    adaptive and ``moves`` frozen moves (seed 0); a second set (seed 1) is kept to measure the noise
+    floor of every W2 column (two reference sets of the evaluation's size against each other).
+    log Z: the mean and standard error of SMC estimates (``smc_particles`` particles, one per seed).
+    """
+    cfg = REFERENCES[target]
+    os.makedirs(REFERENCE_DIR, exist_ok=True)
+    paths = [os.path.join(REFERENCE_DIR, f"{target}-mala{k}.npy") for k in (0, 1)]
+    info_path = os.path.join(REFERENCE_DIR, f"{target}.json")
+    if os.path.exists(info_path) and all(os.path.exists(q) for q in paths):
+        with open(info_path) as fh:
+            return paths[0], json.load(fh)
+    tgt = targets.get(target)
+    info = dict(cfg, smc_seeds=list(cfg["smc_seeds"]))
+    t0 = time.perf_counter()
+    for k, q in enumerate(paths):
+        x0 = cfg["start_std"] * torch.randn(cfg["n"], tgt.dim, generator=torch.Generator().manual_seed(k),
+                                            dtype=torch.float64)
+        res = langevin.run_chains(tgt, x0, 1, step_size=torch.full((cfg["n"],), 0.1, dtype=torch.float64),
+                                  warmup=cfg["warmup"], thin=cfg["moves"], seed=k)
+        np.save(q, res.draws[:, -1].numpy())
+        info[f"mala{k}_accept"] = float(res.accept_prob.mean())
+    info["mala_s"] = time.perf_counter() - t0
+    ests = []
+    for sd in cfg["smc_seeds"]:
+        smp = samplers.SMC(tgt, n_particles=cfg["smc_particles"], sigma=cfg["start_std"], seed=sd,
+                           target_ess=0.999, n_mcmc=20)
+        _, lw = smp.sample(cfg["smc_particles"], seed=sd)
+        ests.append(float(torch.logsumexp(lw, 0) - np.log(len(lw))))
+    info.update(log_Z_ref=float(np.mean(ests)), log_Z_ref_se=float(np.std(ests, ddof=1) / np.sqrt(len(ests))),
+                log_Z_smc=ests)
+    a, b = np.load(paths[0]), np.load(paths[1])
+    m = min(MC_PARTICLES, len(a))
+    floor, _ = train.evaluate(_Chains(tgt, torch.from_numpy(a[:m])), n=m, reference=torch.from_numpy(b[:m]),
+                              sinkhorn_eps=train.TARGET_DEFAULTS[target]["sinkhorn_eps"])
+    info["floor"] = {k: floor[k] for k in ("w2", "energy_w2", "distance_w2")}
+    with open(info_path, "w") as fh:
+        json.dump(info, fh, indent=2, sort_keys=True)
+    return paths[0], info
+
+
+def against_reference(m, target):
+    """Delta log Z columns against the reference log Z of a target without a known one."""
+    _, info = reference(target)
+    m["log_Z_ref"], m["log_Z_ref_se"] = info["log_Z_ref"], info["log_Z_ref_se"]
+    if "elbo" in m:
+        m["delta_log_Z"] = abs(m["elbo"] - info["log_Z_ref"])
+    if "log_Z" in m:
+        m["delta_log_Z_rw"] = abs(m["log_Z"] - info["log_Z_ref"])
+    return m
+
+
 def mc_job(target, config, a, seed, out):
     """An SMC or MALA row at the budget iters x batch x steps; writes metrics.json like run_job."""
     sampler, _, opts = CONFIGS[config]
@@ -76,11 +142,13 @@ def mc_job(target, config, a, seed, out):
     tgt = targets.get(target)
     defaults = train.TARGET_DEFAULTS[target]
     sigma = defaults.get("mc_sigma", defaults["sigma"])
+    ref = torch.from_numpy(np.load(reference(target)[0])) if target in REFERENCES else None
     os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
     if sampler == "smc":
         smp = samplers.SMC(tgt, n_particles=MC_PARTICLES, sigma=sigma, seed=seed, **opts)
-        m, _ = train.evaluate(smp, n=MC_PARTICLES, seed=seed + 12345, sinkhorn_eps=defaults["sinkhorn_eps"])
+        m, _ = train.evaluate(smp, n=MC_PARTICLES, seed=seed + 12345, sinkhorn_eps=defaults["sinkhorn_eps"],
+                              reference=ref)
         m.update(target_evals=smp.last.target_evals, n_temps=len(smp.last.betas) - 1)
     else:
         moves = budget // MC_PARTICLES
@@ -89,12 +157,14 @@ def mc_job(target, config, a, seed, out):
         res = langevin.run_chains(tgt, x0, 1, method="mala", step_size=0.1, warmup=moves // 2,
                                   thin=moves - moves // 2, seed=seed)
         m, _ = train.evaluate(_Chains(tgt, res.draws[:, -1]), n=MC_PARTICLES, seed=seed + 12345,
-                              sinkhorn_eps=defaults["sinkhorn_eps"])
+                              sinkhorn_eps=defaults["sinkhorn_eps"], reference=ref)
         for k in ("log_Z", "log_Z_se", "elbo", "ess", "delta_log_Z", "delta_log_Z_rw"):
             m.pop(k, None)
         m.update(target_evals=res.target_evals, accept=float(res.accept_prob.mean()), step_size=float(res.step_size))
     m.update(wall_time_s=time.perf_counter() - t0, target=target, config=config, seed=seed, sigma=sigma,
              budget=budget, iters=a.iters, batch=a.batch, steps=a.steps, options=opts)
+    if target in REFERENCES:
+        against_reference(m, target)
     with open(os.path.join(out, "metrics.json"), "w") as fh:
         json.dump(m, fh, indent=2, sort_keys=True)
     return m
@@ -112,8 +182,9 @@ def main():
     p.add_argument("--report", action="store_true", help="print the rows whose seeds all finished; train nothing")
     a = p.parse_args()
     torch.set_num_threads(1)
-    print(f"| target | config | {' | '.join(c for _, c in COLUMNS)} | command (seed {a.seeds[0]}) |")
-    print("|---|---|" + "---|" * len(COLUMNS) + "---|")
+    columns = COLUMNS + (PARTICLE_COLUMNS if any(t in REFERENCES for t in a.targets) else [])
+    print(f"| target | config | {' | '.join(c for _, c in columns)} | command (seed {a.seeds[0]}) |")
+    print("|---|---|" + "---|" * len(columns) + "---|")
     for target in a.targets:
         for config in a.configs:
             sampler, loss, opts = CONFIGS[config]
@@ -136,7 +207,11 @@ def main():
                     else:
                         m = train.run_job(target=target, sampler=sampler, loss=loss, iters=a.iters, batch=a.batch,
                                           steps=a.steps, seed=seed, out=out, progress=False,
-                                          fit_options=dict(opts, lr_schedule="cosine"))
+                                          fit_options=dict(opts, lr_schedule="cosine"),
+                                          reference=reference(target)[0] if target in REFERENCES else None)
+                    if target in REFERENCES:  # Delta log Z against the reference's log Z; rewrite the file
+                        with open(path, "w") as fh:
+                            json.dump(against_reference(m, target), fh, indent=2, sort_keys=True)
                 except ValueError as exc:  # a diverged run is a result too: report it
                     m = {"error": str(exc)[:120]}
                 m["job_s"] = time.perf_counter() - t0
@@ -145,7 +220,7 @@ def main():
                 continue  # --report: not all seeds finished
             ok = [r for r in rows if "error" not in r]
             cells = []
-            for key, _ in COLUMNS:
+            for key, _ in columns:
                 vals = np.array([r[key] for r in ok if key in r], dtype=float)
                 if len(vals) == 0:
                     cells.append("-")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from . import metrics, samplers, targets
+from ._validate import check_points
 
 # Settings per target: the reference noise scale (Sendera et al. 2024 use sigma^2 = 5 on gmm25, 1 on
 # funnel and manywell), the evaluation's Sinkhorn epsilon (in the units of the squared distance) and,
@@ -40,13 +41,20 @@ TARGET_DEFAULTS: Dict[str, dict] = {
     "funnel10_pis": dict(sigma=1.0, sinkhorn_eps=10.0, mc_sigma=1.0),
     "manywell32": dict(sigma=1.0, sinkhorn_eps=1.0),
     "dw4": dict(sigma=1.0, sinkhorn_eps=1.0),
+    # dw4 in centre-of-mass-free coordinates: each coordinate has sd about 2.2 (long MALA runs)
+    "dw4_com_free": dict(sigma=2.0, sinkhorn_eps=1.0),
     "lj13": dict(sigma=1.0, sinkhorn_eps=1.0),
 }
 
 
 def evaluate(sampler, n: int = 2000, seed: int = 12345, n_ot: int = 2000, sinkhorn_eps: float = 1.0,
-             n_sinkhorn: int = 500, sinkhorn_iters: int = 2000) -> dict:
-    """Sample n paths and compute the metrics the target allows (see the module docstring)."""
+             n_sinkhorn: int = 500, sinkhorn_iters: int = 2000, reference=None) -> dict:
+    """Sample n paths and compute the metrics the target allows (see the module docstring).
+
+    ``reference``: samples (m, d) standing in for exact ones where the target has no exact sampler
+    (e.g. long MCMC runs on a particle target); W2, Sinkhorn and, for particle targets, the energy and
+    interatomic-distance W2 are then measured against them (no EUBO: it needs exact samples).
+    """
     target = sampler.target
     evals_before = sampler.target_evals
     t0 = time.perf_counter()
@@ -58,12 +66,17 @@ def evaluate(sampler, n: int = 2000, seed: int = 12345, n_ot: int = 2000, sinkho
     if target.log_Z is not None:
         out.update(log_Z_true=float(target.log_Z), delta_log_Z=abs(out["elbo"] - target.log_Z),
                    delta_log_Z_rw=abs(est - target.log_Z))
-    try:
-        gen = torch.Generator().manual_seed(seed + 1)
-        truth = target.sample(n, generator=gen).to(device=sampler.device, dtype=sampler.dtype)
-    except ValueError:
-        truth = None
-    if truth is not None and hasattr(sampler, "grid"):  # EUBO: paths from the truth (diffusion samplers)
+    gen = torch.Generator().manual_seed(seed + 1)
+    exact = reference is None
+    if exact:
+        try:
+            truth = target.sample(n, generator=gen).to(device=sampler.device, dtype=sampler.dtype)
+        except ValueError:
+            truth = None
+    else:
+        truth = check_points(reference, "reference", target.dim).to(device=sampler.device, dtype=sampler.dtype)
+        out["reference_n"] = len(truth)
+    if exact and truth is not None and hasattr(sampler, "grid"):  # EUBO: paths from the truth (diffusion samplers)
         with torch.no_grad():
             xs = sampler.grid.backward_sample(truth, gen)
             out["eubo"] = metrics.eubo(sampler.log_weights(xs, sampler.log_reward(truth)))
@@ -73,6 +86,12 @@ def evaluate(sampler, n: int = 2000, seed: int = 12345, n_ot: int = 2000, sinkho
         out.update(w2=metrics.w2(a, b), n_ot=min(n_ot, n), sinkhorn_eps=sinkhorn_eps, n_sinkhorn=k,
                    sinkhorn=metrics.sinkhorn(a[:k], b[:k], eps=sinkhorn_eps, numItermax=sinkhorn_iters,
                                              stopThr=1e-6))
+    if truth is not None and hasattr(target, "pairwise_distances") and hasattr(target, "energy"):
+        xa, tb = x.detach().double().cpu(), truth.double().cpu()
+        with torch.no_grad():
+            out.update(energy_w2=metrics.energy_w2(target.energy(xa), target.energy(tb)),
+                       distance_w2=metrics.wasserstein_1d(target.pairwise_distances(xa).reshape(-1),
+                                                          target.pairwise_distances(tb).reshape(-1)))
     if isinstance(target, targets.GaussianMixture):
         out.update(mode_coverage=metrics.mode_coverage(x, target), emc=metrics.emc(x, target))
     sampler.target_evals = evals_before  # evaluation does not count toward the training budget
@@ -117,15 +136,24 @@ def plot_samples(target, x: np.ndarray, path: str, title: str = "") -> None:
 def run_job(target: str = "gmm25", sampler: str = "pis", loss: Optional[str] = None, iters: int = 1000, batch: int = 300,
             steps: int = 100, seed: int = 0, out: str = "runs/demo", device: str = "cpu", resume: bool = False,
             sigma: Optional[float] = None, lr: float = 1e-3, n_eval: int = 2000, progress: bool = True,
-            fit_options: Optional[dict] = None, sampler_options: Optional[dict] = None) -> dict:
+            fit_options: Optional[dict] = None, sampler_options: Optional[dict] = None, reference=None) -> dict:
     """Train ``sampler`` on ``target`` with ``loss``, evaluate, write the files; returns the metrics.
 
     AIS and SMC (``sampler.trainable`` false) train nothing: ``iters``, ``batch``, ``loss`` and the fit
     options do not apply, ``steps`` is their number of temperatures (AIS) or MALA moves per temperature
     (SMC), the evaluation run is the job (``n_eval`` particles) and its target evaluations and wall
     time are the reported ones.
+
+    ``reference``: reference samples (an (m, d) array, or the path of a ``.npy`` file holding one) for a
+    target without an exact sampler; the evaluation measures W2 and Sinkhorn (and, for particle
+    targets, energy and interatomic-distance W2) against them (see :func:`evaluate`).
     """
     tgt = targets.get(target)
+    ref_name = None
+    if isinstance(reference, (str, os.PathLike)):
+        ref_name, reference = os.fspath(reference), np.load(reference)
+    if reference is not None:  # checked before training, not after it
+        reference = check_points(reference, "reference", tgt.dim)
     defaults = TARGET_DEFAULTS.get(target, dict(sigma=1.0, sinkhorn_eps=1.0))
     cls = samplers.get(sampler)
     trainable = getattr(cls, "trainable", True)
@@ -139,7 +167,9 @@ def run_job(target: str = "gmm25", sampler: str = "pis", loss: Optional[str] = N
     if trainable:
         smp.fit(iters, batch=batch, loss=loss, lr=lr, seed=seed, checkpoint=os.path.join(out, "checkpoint.pt"),
                 resume=resume, progress=progress, **fit_kw)
-    m, x = evaluate(smp, n=n_eval, seed=seed + 12345, sinkhorn_eps=defaults["sinkhorn_eps"])
+    m, x = evaluate(smp, n=n_eval, seed=seed + 12345, sinkhorn_eps=defaults["sinkhorn_eps"], reference=reference)
+    if ref_name is not None:
+        m["reference"] = ref_name
     if trainable:
         train_time = float(sum(smp.history.get("seconds", [])))
     else:  # the job is the evaluation's run: its cost is the budget

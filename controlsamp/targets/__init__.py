@@ -4,9 +4,10 @@ from .datasets import DATASETS, checkerboard, circles, eight_gaussians, get_data
 from .funnel import Funnel
 from .gaussian import Gaussian, GaussianMixture
 from .manywell import ManyWell
-from .particles import DoubleWellParticles, LennardJones, pairwise_distances, remove_mean
+from .particles import (CentreOfMassFree, DoubleWellParticles, LennardJones, centre_of_mass_free_basis,
+                        pairwise_distances, remove_mean)
 from .registry import get, names, register
 
 __all__ = ["Target", "Gaussian", "GaussianMixture", "Funnel", "ManyWell", "DoubleWellParticles", "LennardJones",
-           "pairwise_distances", "remove_mean", "get", "names", "register",
+           "CentreOfMassFree", "centre_of_mass_free_basis", "pairwise_distances", "remove_mean", "get", "names", "register",
            "DATASETS", "get_dataset", "sample_dataset", "moons", "circles", "eight_gaussians", "checkerboard", "spirals"]

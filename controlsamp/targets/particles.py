@@ -22,6 +22,24 @@ from .._validate import check_dim, check_positive
 from .base import Target
 
 
+def centre_of_mass_free_basis(n_particles: int, spatial_dim: int, dtype=torch.float64) -> torch.Tensor:
+    """An orthonormal basis B of the centre-of-mass-free subspace {sum_i x_i = 0} of R^(N s).
+
+    B = Q ⊗ I_s, shape (N s, (N - 1) s), with Q the N x (N - 1) Helmert basis of {v : sum v = 0}
+    (column k: 1/sqrt(k(k+1)) on the first k entries, -k/sqrt(k(k+1)) on entry k + 1). B'B = I and
+    B B' is the projection :func:`remove_mean`.
+    """
+    n_particles = check_dim(n_particles, "n_particles")
+    spatial_dim = check_dim(spatial_dim, "spatial_dim")
+    if n_particles < 2:
+        raise ValueError(f"n_particles must be at least 2; got {n_particles}")
+    Q = torch.zeros(n_particles, n_particles - 1, dtype=dtype)
+    for k in range(1, n_particles):
+        Q[:k, k - 1] = 1.0 / (k * (k + 1)) ** 0.5
+        Q[k, k - 1] = -k / (k * (k + 1)) ** 0.5
+    return torch.kron(Q, torch.eye(spatial_dim, dtype=dtype))
+
+
 def _particles(x: torch.Tensor, n_particles: int, spatial_dim: int, name: str = "x") -> torch.Tensor:
     if x.shape[-1] != n_particles * spatial_dim:
         raise ValueError(f"{name} must have last dimension n_particles * spatial_dim = "
@@ -206,3 +224,57 @@ class LennardJones(_PairTarget):
 
     def _extra_energy_grad(self, x):
         return remove_mean(x, self.n_particles, self.spatial_dim)
+
+
+class CentreOfMassFree(Target):
+    r"""A particle target in orthonormal coordinates of its centre-of-mass-free subspace.
+
+    With B the basis of :func:`centre_of_mass_free_basis` (B'B = I, range {sum_i x_i = 0}), the
+    coordinates y in R^((N-1) s) stand for the positions x = B y, and
+
+    .. math:: \log \tilde\pi(y) = -E(B y), \qquad \nabla_y \log \tilde\pi(y) = B^\top \nabla_x \log \tilde\pi(B y).
+
+    This is a normalisable density on R^((N-1) s) (the translation direction, along which exp(-E) is
+    constant, is removed), so every sampler of this package applies unchanged, and its log Z is the
+    normaliser over the subspace with its own Lebesgue measure (B is an isometry), the quantity the
+    literature's mean-free samplers target (bgflow, DEM, ASBS). Distances are preserved:
+    |B y - B y'| = |y - y'|, so W2 between position samples equals W2 between coordinates.
+    ``positions(y)`` maps back to R^(N s) and ``coordinates(x)`` projects positions (after
+    removing their mean). ``log_Z = None``; no exact sampler.
+    """
+
+    def __init__(self, base: "_PairTarget", name: str = ""):
+        if not isinstance(base, _PairTarget):
+            raise TypeError(f"base must be a particle target (DoubleWellParticles, LennardJones); got {type(base).__name__}")
+        self.base = base
+        self.n_particles, self.spatial_dim = base.n_particles, base.spatial_dim
+        self.dim = (self.n_particles - 1) * self.spatial_dim
+        self.log_Z = None
+        self.name = name or f"{base.name}_com_free"
+        self._basis = centre_of_mass_free_basis(self.n_particles, self.spatial_dim)
+
+    def basis(self, like: torch.Tensor) -> torch.Tensor:
+        """B, shape (N s, (N-1) s), on ``like``'s device and dtype."""
+        return self._basis.to(device=like.device, dtype=like.dtype)
+
+    def positions(self, y: torch.Tensor) -> torch.Tensor:
+        """x = B y: (n, (N-1) s) -> (n, N s), centre of mass 0."""
+        self._check_x(y)
+        return y @ self.basis(y).T
+
+    def coordinates(self, x: torch.Tensor) -> torch.Tensor:
+        """y = B' x: (n, N s) -> (n, (N-1) s) (B' annihilates the centre of mass, so x need not be centred)."""
+        self.base._check_x(x)
+        return x @ self.basis(x)
+
+    def energy(self, y: torch.Tensor) -> torch.Tensor:
+        return self.base.energy(self.positions(y))
+
+    def log_prob(self, y: torch.Tensor) -> torch.Tensor:
+        return -self.energy(y)
+
+    def score(self, y: torch.Tensor) -> torch.Tensor:
+        return self.base.score(self.positions(y)) @ self.basis(y)
+
+    def pairwise_distances(self, y: torch.Tensor) -> torch.Tensor:
+        return self.base.pairwise_distances(self.positions(y))

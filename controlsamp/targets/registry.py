@@ -10,7 +10,7 @@ from .base import Target
 from .funnel import Funnel
 from .gaussian import Gaussian, GaussianMixture
 from .manywell import ManyWell
-from .particles import DoubleWellParticles, LennardJones
+from .particles import CentreOfMassFree, DoubleWellParticles, LennardJones
 
 _REGISTRY: Dict[str, Callable[..., Target]] = {}
 
@@ -102,3 +102,15 @@ def _dw4() -> Target:
 def _lj13() -> Target:
     """Lennard-Jones, 13 particles in 3-d (d = 39), ordered-pair sum (f = 1, DEM / ASBS)."""
     return LennardJones(13, 3, name="lj13")
+
+
+@register("dw4_com_free")
+def _dw4_com_free() -> Target:
+    """dw4 in orthonormal coordinates of its centre-of-mass-free subspace (d = 6): normalisable."""
+    return CentreOfMassFree(_dw4())
+
+
+@register("lj13_com_free")
+def _lj13_com_free() -> Target:
+    """lj13 in orthonormal coordinates of its centre-of-mass-free subspace (d = 36): normalisable."""
+    return CentreOfMassFree(_lj13())
