@@ -36,7 +36,8 @@ CONFIGS = {
     "dds-tb+expl+ls": ("dds", "tb", OFF_POLICY),
     # Monte Carlo baselines at no more than the diffusion rows' budget (iters x batch x steps target
     # evaluations): SMC with 2000 particles, adaptive tempering at conditional ESS 0.999 and 20 MALA
-    # moves per temperature; MALA with 2000 chains, half the budget as warm-up, the last state kept.
+    # moves per temperature; MALA with 2000 chains, half the budget as warm-up (each chain adapts its
+    # own step), the last state kept.
     "smc": ("smc", None, dict(target_ess=0.999, n_mcmc=20)),
     "mala": ("mala", None, {}),
 }
@@ -154,13 +155,14 @@ def mc_job(target, config, a, seed, out):
         moves = budget // MC_PARTICLES
         x0 = sigma * torch.randn(MC_PARTICLES, tgt.dim, generator=torch.Generator().manual_seed(seed),
                                  dtype=torch.float64)
-        res = langevin.run_chains(tgt, x0, 1, method="mala", step_size=0.1, warmup=moves // 2,
-                                  thin=moves - moves // 2, seed=seed)
+        res = langevin.run_chains(tgt, x0, 1, method="mala",
+                                  step_size=torch.full((MC_PARTICLES,), 0.1, dtype=torch.float64),
+                                  warmup=moves // 2, thin=moves - moves // 2, seed=seed)
         m, _ = train.evaluate(_Chains(tgt, res.draws[:, -1]), n=MC_PARTICLES, seed=seed + 12345,
                               sinkhorn_eps=defaults["sinkhorn_eps"], reference=ref)
         for k in ("log_Z", "log_Z_se", "elbo", "ess", "delta_log_Z", "delta_log_Z_rw"):
             m.pop(k, None)
-        m.update(target_evals=res.target_evals, accept=float(res.accept_prob.mean()), step_size=float(res.step_size))
+        m.update(target_evals=res.target_evals, accept=float(res.accept_prob.mean()), step_size=float(res.step_size.median()))
     m.update(wall_time_s=time.perf_counter() - t0, target=target, config=config, seed=seed, sigma=sigma,
              budget=budget, iters=a.iters, batch=a.batch, steps=a.steps, options=opts)
     if target in REFERENCES:
@@ -208,7 +210,7 @@ def main():
                         m = train.run_job(target=target, sampler=sampler, loss=loss, iters=a.iters, batch=a.batch,
                                           steps=a.steps, seed=seed, out=out, progress=False,
                                           fit_options=dict(opts, lr_schedule="cosine"),
-                                          reference=reference(target)[0] if target in REFERENCES else None)
+                                          reference=os.path.relpath(reference(target)[0]) if target in REFERENCES else None)
                     if target in REFERENCES:  # Delta log Z against the reference's log Z; rewrite the file
                         with open(path, "w") as fh:
                             json.dump(against_reference(m, target), fh, indent=2, sort_keys=True)

@@ -27,6 +27,7 @@ import torch
 
 from . import metrics, samplers, targets
 from ._validate import check_points
+from .langevin.smc import systematic_resample
 
 # Settings per target: the reference noise scale (Sendera et al. 2024 use sigma^2 = 5 on gmm25, 1 on
 # funnel and manywell), the evaluation's Sinkhorn epsilon (in the units of the squared distance) and,
@@ -54,15 +55,24 @@ def evaluate(sampler, n: int = 2000, seed: int = 12345, n_ot: int = 2000, sinkho
     ``reference``: samples (m, d) standing in for exact ones where the target has no exact sampler
     (e.g. long MCMC runs on a particle target); W2, Sinkhorn and, for particle targets, the energy and
     interatomic-distance W2 are then measured against them (no EUBO: it needs exact samples).
+
+    Weighted particles (AIS, SMC: ``sampler.trainable`` false) are resampled by their weights
+    (systematic resampling) before the sample-based metrics, and the returned samples are the resampled
+    ones: unweighted, the particles of an SMC run follow the tempered path, not the target (on
+    dw4_com_free the interatomic-distance W2 of 2000 unweighted particles was 0.38, resampled 0.016,
+    against 0.03 between two MALA reference sets). Diffusion samplers' samples are used as drawn.
     """
     target = sampler.target
     evals_before = sampler.target_evals
     t0 = time.perf_counter()
     x, lw = sampler.sample(n, seed=seed)
     sample_s = time.perf_counter() - t0
+    resample = not getattr(sampler, "trainable", True)
+    if resample:  # AIS / SMC: weighted particles; the sample metrics and samples.npy use them resampled
+        x = x[systematic_resample(lw, torch.Generator(device=lw.device).manual_seed(seed))]
     est, se = metrics.log_Z(lw, seed=seed)
     out = {"log_Z": est, "log_Z_se": se, "elbo": metrics.elbo(lw), "ess": metrics.ess(lw), "n_eval": n,
-           "sample_s": sample_s}
+           "sample_s": sample_s, "resampled": resample}
     if target.log_Z is not None:
         out.update(log_Z_true=float(target.log_Z), delta_log_Z=abs(out["elbo"] - target.log_Z),
                    delta_log_Z_rw=abs(est - target.log_Z))

@@ -140,3 +140,23 @@ def test_bad_input():
             tempered_smc(target, **args)
     with pytest.raises(RuntimeError, match="max_temps"):
         tempered_smc(cs.targets.get("gmm25"), 50, target_ess=0.999, max_temps=3)
+
+
+def test_evaluation_resamples_weighted_particles():
+    """train.evaluate resamples AIS/SMC particles by their weights before the sample metrics: after 20
+    annealing temperatures with one MALA move each, N(0, 1) -> N(3, 0.25) leaves the unweighted
+    particles far short of the target mean, and the resampled ones on it. Band: 4 standard errors of a
+    weighted mean, sd / sqrt(ESS n), plus the resampling noise (at most as large again)."""
+    from controlsamp import train
+    target = cs.targets.Gaussian(torch.tensor([3.0], dtype=torch.float64), torch.tensor([[0.25]], dtype=torch.float64))
+    ais = cs.samplers.AIS(target, steps=20, n_mcmc=1, n_particles=4000, seed=0)
+    raw, lw = ais.sample(4000, seed=7)
+    m, x = train.evaluate(ais, n=4000, seed=7, n_ot=500, n_sinkhorn=100)
+    assert m["resampled"] is True and x.shape == raw.shape
+    ess = m["ess"]
+    assert ess < 0.5  # the weights matter here
+    se = 0.5 / math.sqrt(ess * 4000)
+    assert abs(float(x.mean()) - 3.0) < 2 * 4 * se
+    assert abs(float(raw.mean()) - 3.0) > 3 * 2 * 4 * se  # unweighted: biased toward the prior
+    # the returned samples are particles of the run (resampling copies, it does not move)
+    assert torch.isin(x.reshape(-1), raw.reshape(-1)).all()
