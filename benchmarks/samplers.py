@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from controlsamp import langevin, samplers, targets, train
+from controlsamp import langevin, metrics, samplers, targets, train
 
 # name: (sampler, loss, fit options). "tb+expl+ls": trajectory balance with exploration, a replay
 # buffer with backward paths and MALA local search (Sendera et al. 2024's best configuration).
@@ -67,7 +67,7 @@ def command(target, config, a, seed, out):
     if opts:
         cmd += f" --explore {opts['explore']} --buffer {opts['buffer']} --local-search-every {opts['local_search_every']}"
     if target in REFERENCES:
-        cmd += f" --reference benchmarks/results/reference/{target}-mala0.npy"
+        cmd += f" --reference {reference_path(target)}"
     return cmd
 
 
@@ -81,6 +81,11 @@ class _Chains:
         return self.x[:n], torch.zeros(min(n, len(self.x)), dtype=torch.float64)
 
 
+def reference_path(target, k=0):
+    """Where reference sample set k of ``target`` is kept, relative to the working directory."""
+    return os.path.relpath(os.path.join(REFERENCE_DIR, f"{target}-mala{k}.npy"))
+
+
 def reference(target):
     """(samples path, log Z reference dict) for a target in REFERENCES; built on the first call.
 
@@ -91,7 +96,7 @@ def reference(target):
     """
     cfg = REFERENCES[target]
     os.makedirs(REFERENCE_DIR, exist_ok=True)
-    paths = [os.path.join(REFERENCE_DIR, f"{target}-mala{k}.npy") for k in (0, 1)]
+    paths = [reference_path(target, k) for k in (0, 1)]
     info_path = os.path.join(REFERENCE_DIR, f"{target}.json")
     if os.path.exists(info_path) and all(os.path.exists(q) for q in paths):
         with open(info_path) as fh:
@@ -112,7 +117,7 @@ def reference(target):
         smp = samplers.SMC(tgt, n_particles=cfg["smc_particles"], sigma=cfg["start_std"], seed=sd,
                            target_ess=0.999, n_mcmc=20)
         _, lw = smp.sample(cfg["smc_particles"], seed=sd)
-        ests.append(float(torch.logsumexp(lw, 0) - np.log(len(lw))))
+        ests.append(float(metrics.logmeanexp(lw, 0)))
     info.update(log_Z_ref=float(np.mean(ests)), log_Z_ref_se=float(np.std(ests, ddof=1) / np.sqrt(len(ests))),
                 log_Z_smc=ests)
     a, b = np.load(paths[0]), np.load(paths[1])
@@ -210,7 +215,7 @@ def main():
                         m = train.run_job(target=target, sampler=sampler, loss=loss, iters=a.iters, batch=a.batch,
                                           steps=a.steps, seed=seed, out=out, progress=False,
                                           fit_options=dict(opts, lr_schedule="cosine"),
-                                          reference=os.path.relpath(reference(target)[0]) if target in REFERENCES else None)
+                                          reference=reference(target)[0] if target in REFERENCES else None)
                     if target in REFERENCES:  # Delta log Z against the reference's log Z; rewrite the file
                         with open(path, "w") as fh:
                             json.dump(against_reference(m, target), fh, indent=2, sort_keys=True)
