@@ -27,7 +27,7 @@ import torch
 
 from . import metrics, samplers, targets
 from ._validate import check_points
-from .langevin.smc import systematic_resample
+from .weights import systematic_resample
 
 # Settings per target: the reference noise scale (Sendera et al. 2024 use sigma^2 = 5 on gmm25, 1 on
 # funnel and manywell), the evaluation's Sinkhorn epsilon (in the units of the squared distance) and,
@@ -86,10 +86,10 @@ def evaluate(sampler, n: int = 2000, seed: int = 12345, n_ot: int = 2000, sinkho
     else:
         truth = check_points(reference, "reference", target.dim).to(device=sampler.device, dtype=sampler.dtype)
         out["reference_n"] = len(truth)
-    if exact and truth is not None and hasattr(sampler, "grid"):  # EUBO: paths from the truth (diffusion samplers)
+    if exact and truth is not None and hasattr(sampler, "problem"):  # EUBO: paths from the truth (diffusion samplers)
         with torch.no_grad():
-            xs = sampler.grid.backward_sample(truth, gen)
-            out["eubo"] = metrics.eubo(sampler.log_weights(xs, sampler.log_reward(truth)))
+            paths = sampler.problem.backward_paths(truth, sampler.problem.log_reward(truth), gen)
+            out["eubo"] = metrics.eubo(sampler.log_weights(paths))
     if truth is not None:
         a, b = x[:n_ot].double().cpu(), truth[:n_ot].double().cpu()
         k = min(n_sinkhorn, n_ot, n)

@@ -30,10 +30,10 @@ class FollmerControl(nn.Module):
 def drift_error(sampler, follmer, n: int = 2000, seed: int = 1) -> float:
     r"""Relative L2 error of the learned drift against the Föllmer drift along the model's own paths:
     sqrt( sum_i E|b_theta(t_i, X_i) - b*(t_i, X_i)|^2 / sum_i E|b*(t_i, X_i)|^2 )."""
-    xs, _, _, _ = sampler.simulate(n, torch.Generator().manual_seed(seed))
+    xs = sampler.simulate(n, torch.Generator().manual_seed(seed)).xs
     num = den = 0.0
     for i in range(sampler.steps):
-        t = i * sampler.grid.h
+        t = i * sampler.reference.h
         b = sampler.drift(t, xs[:, i]).double()
         bs = follmer.drift(t, xs[:, i].double())
         num += float(((b - bs) ** 2).sum(1).mean())

@@ -5,7 +5,11 @@ import pytest
 import torch
 
 import controlsamp as cs
-from controlsamp.control.methods.adjoint import cost_through_solver
+from controlsamp.sde import path_costs
+
+
+def cost_through_solver(problem, pol, x0, entropy, solver="euler", adjoint=True):
+    return path_costs(problem, pol, x0, entropy, list(pol.parameters()), solver, adjoint)
 
 
 def _problem(steps=20):

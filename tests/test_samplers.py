@@ -7,23 +7,33 @@ import pytest
 import torch
 
 import controlsamp as cs
-from controlsamp.samplers.losses import solve_sde
-from controlsamp.sde import GridBrownian
+from controlsamp.control.objectives import Batch
+from controlsamp.sde import GridBrownian, path_costs
+from controlsamp.training import Streams
+
+
+def torchsde_costs(s, x0, xi, adjoint=False, stl=False):
+    """Per-path c_T + g(X_T) of torchsde's Euler on the sampler's problem, driven by the increments sqrt(h) xi."""
+    bm = GridBrownian(math.sqrt(s.reference.h) * xi.transpose(0, 1), s.T)
+    pr = s.problem
+    return path_costs(pr, pr.control_fn(s.policy), x0, 0, list(s.policy.parameters()), "euler", adjoint,
+                      pr.control_fn(s.policy, frozen=True) if stl else None, bm=bm)
 from sampler_helpers import FollmerControl, ess, gaussian_target, interrupt_on_call, two_mode_mixture
 
 
 def test_same_noise_same_path_grid_and_torchsde():
     """Our Euler step and torchsde's Euler scheme, driven by the same increments, give the same path (PIS
-    and DDS with method='euler'), and for PIS the Euler and exponential steps coincide."""
+    and DDS with scheme='euler'): the terminal costs -(c_T + g) are the per-path log-weights of sample() with
+    the sticking-the-landing Itô term."""
     tgt = gaussian_target(3)
     for sampler in (cs.samplers.PIS(tgt, steps=20, sigma=1.3, dtype=torch.float64),
-                    cs.samplers.DDS(tgt, steps=20, method="euler", dtype=torch.float64)):
+                    cs.samplers.DDS(tgt, steps=20, scheme="euler", dtype=torch.float64)):
         xi = torch.randn(16, 20, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        xs, _, _, _ = sampler.simulate(16, torch.Generator().manual_seed(1), noise=xi)
-        bm = GridBrownian(sampler.grid.brownian_increments(xi).transpose(0, 1), sampler.T)
+        paths = sampler.simulate(16, torch.Generator().manual_seed(1), noise=xi)
         with torch.no_grad():
-            yT = solve_sde(sampler, xs[:, 0], bm, adjoint=False)
-        assert torch.allclose(yT[:, :3], xs[:, -1], atol=1e-10, rtol=0)
+            cost = torchsde_costs(sampler, paths.xs[:, 0], xi, stl=True)
+            lw = sampler.log_weights(paths)
+        assert torch.allclose(-cost, lw, atol=1e-9, rtol=0)
 
 
 def test_sticking_the_landing_cost_is_the_path_log_weight():
@@ -36,20 +46,18 @@ def test_sticking_the_landing_cost_is_the_path_log_weight():
         for p in s.policy.parameters():
             p.add_(0.3 * torch.randn_like(p))
     xi = torch.randn(64, 10, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    xs, _, _, feats = s.simulate(64, torch.Generator().manual_seed(1), noise=xi)
+    paths = s.simulate(64, torch.Generator().manual_seed(1), noise=xi)
     with torch.no_grad():
-        lw = s.log_weights(xs, tgt.log_prob(xs[:, -1]), feats)
+        lw = s.log_weights(paths)
     for adjoint in (False, True):
-        bm = GridBrownian(s.grid.brownian_increments(xi).transpose(0, 1), s.T)
-        yT = solve_sde(s, xs[:, 0], bm, adjoint=adjoint, stl=True)
-        cost = yT[:, -1] + s.grid.terminal_log_prob(yT[:, :2]) - tgt.log_prob(yT[:, :2])
+        cost = torchsde_costs(s, paths.xs[:, 0], xi, adjoint=adjoint, stl=True)
         assert torch.allclose(-cost.detach(), lw, atol=1e-9, rtol=0)
-        yT.sum().backward()  # the general-noise adjoint runs through
+        cost.sum().backward()  # the general-noise adjoint runs through
         assert all(torch.isfinite(p.grad).all() for p in s.policy.parameters())
         s.policy.zero_grad()
     with torch.no_grad():
-        cost = solve_sde(s, xs[:, 0], GridBrownian(s.grid.brownian_increments(xi).transpose(0, 1), s.T))[:, -1]
-    assert (cost + s.grid.terminal_log_prob(xs[:, -1]) - tgt.log_prob(xs[:, -1]) + lw).abs().max() > 1e-2
+        cost = torchsde_costs(s, paths.xs[:, 0], xi)
+    assert (cost + lw).abs().max() > 1e-2
 
 
 def test_sticking_the_landing_gradient_vanishes_at_the_optimum():
@@ -73,7 +81,8 @@ def test_sticking_the_landing_gradient_vanishes_at_the_optimum():
     grads = {}
     for stl in (False, True):
         s = cs.samplers.PIS(tgt, steps=200, policy=Shifted(), dtype=torch.float64)
-        value, _ = cs.samplers.losses.kl(s, 256, entropy=5, stl=stl, adjoint=False)
+        kl = cs.control.get_objective("kl", stl=stl, adjoint=False)
+        value, _ = kl(s.problem, s.policy, Batch(256, Streams(5), 5, dtype=torch.float64))
         value.backward()
         grads[stl] = s.policy.theta.grad.norm().item()
     # measured: plain 7.1e-3 (a mean-zero noise term, ~ 1/sqrt(batch)), stl 1.2e-4 (the O(h) gap between
@@ -88,12 +97,13 @@ def test_pis_log_weight_is_discrete_girsanov():
     with torch.no_grad():
         for p in s.policy.parameters():
             p.add_(0.3 * torch.randn_like(p))
-    xs, means, xi, feats = s.simulate(50, torch.Generator().manual_seed(0))
+    paths = s.simulate(50, torch.Generator().manual_seed(0))
+    xs, xi, feats = paths.xs, paths.noise, paths.features
     with torch.no_grad():
-        lw = s.log_weights(xs, tgt.log_prob(xs[:, -1]), feats)
-        h, gir = s.grid.h, 0.0
+        lw = s.log_weights(paths)
+        h, gir = s.reference.h, 0.0
         for i in range(10):
-            u = s.control(i, xs[:, i], feats[:, i])
+            u = s.policy(i * h, xs[:, i], feats[:, i])
             gir = gir - (u * math.sqrt(h) * xi[:, i]).sum(1) - 0.5 * h * (u * u).sum(1)
         ref = torch.distributions.Normal(0.0, 0.7).log_prob(xs[:, -1]).sum(1)
     assert torch.allclose(lw, tgt.log_prob(xs[:, -1]) - ref + gir, atol=1e-9)
@@ -129,9 +139,9 @@ def test_backward_paths_follow_the_reference_reversal(kind):
          cs.samplers.DDS(tgt, steps=10, sigma=sigma))
     gen = torch.Generator().manual_seed(0)
     xK = torch.full((n, 2), 2.0) if kind == "pis" else sigma * torch.randn(n, 2, generator=gen)
-    xs = s.grid.backward_sample(xK, gen)
+    xs = s.problem.backward_paths(xK, torch.zeros(n), gen).xs
     for i in (0, 3, 7):
-        t = i * s.grid.h
+        t = i * s.reference.h
         mean = (t / s.T) * 2.0 if kind == "pis" else 0.0
         var = sigma ** 2 * t * (s.T - t) / s.T if kind == "pis" else sigma ** 2
         m, v = xs[:, i].mean(0), xs[:, i].var(0)
@@ -204,7 +214,7 @@ def test_resume_reproduces_a_straight_run(tmp_path):
     c = cs.samplers.PIS(tgt, steps=10).fit(20, checkpoint=ck, resume=True, **kw)
     for p, q in zip(a.policy.parameters(), c.policy.parameters()):
         assert torch.equal(p, q)
-    assert torch.equal(a._log_Z.value, c._log_Z.value)
+    assert torch.equal(a.objective.log_Z, c.objective.log_Z)
     assert a.target_evals == c.target_evals
     assert a.history["loss"] == c.history["loss"]
 

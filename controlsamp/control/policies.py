@@ -92,6 +92,44 @@ class AffinePolicy(nn.Module):
         return x @ self.K[i].to(x.dtype).T + self.k[i].to(x.dtype)
 
 
+class SamplerControl(nn.Module):
+    r"""The control of a diffusion sampler on a :class:`~controlsamp.sde.DiscretisedReference`: an
+    :class:`MLPPolicy` u(t, x), with ``langevin=True`` plus a learned time gain times the clipped target score
+    (the path integral sampler's NN_1(t, x) + NN_2(t) grad log pi, Zhang & Chen 2022; the "Langevin
+    parametrisation" that Sendera et al. 2024 find essential on hard targets).
+
+    ``parametrisation="score"`` (the time-reversed diffusion sampler, Berner, Richter & Ullrich 2024): the
+    network is the score s of the reversed noising process and the control is u = -2 k(t) x / g(t) + g(t) s.
+
+    ``forward(t, x, features=None)``: t a float or a (n,) tensor on the grid; ``features`` the Langevin
+    feature at x when the caller has it (``uses_features`` says whether the control takes it)."""
+
+    def __init__(self, reference, feature: Optional[Callable[[Tensor], Tensor]] = None, hidden: int = 64,
+                 depth: int = 2, n_freq: int = 4, parametrisation: str = "control"):
+        super().__init__()
+        if parametrisation not in ("control", "score"):
+            raise ValueError(f"parametrisation must be 'control' or 'score'; got {parametrisation!r}")
+        self.net = MLPPolicy(reference.dim, reference.dim, reference.T, hidden=hidden, depth=depth, n_freq=n_freq,
+                             feature=feature)
+        self.uses_features = feature is not None
+        self.parametrisation, self.h, self.K = parametrisation, reference.h, reference.K
+        g = reference.g.clamp(min=1e-12)
+        self.register_buffer("c1", (-2.0 * reference.k / g).float())
+        self.register_buffer("c2", reference.g.float())
+
+    def forward(self, t, x: Tensor, features: Optional[Tensor] = None) -> Tensor:
+        out = self.net(t, x, features)
+        if self.parametrisation == "control":
+            return out
+        if isinstance(t, Tensor) and t.numel() > 1:
+            i = (t / self.h + 1e-6).floor().long().clamp(0, self.K - 1).to(self.c1.device)
+            c1, c2 = self.c1[i].unsqueeze(1).to(x.dtype), self.c2[i].unsqueeze(1).to(x.dtype)
+        else:
+            i = min(max(int(float(t) / self.h + 1e-6), 0), self.K - 1)
+            c1, c2 = float(self.c1[i]), float(self.c2[i])
+        return c1 * x + c2 * out
+
+
 def make_policy(policy, problem, **kwargs) -> nn.Module:
     """A policy from a name ("mlp", "affine", "mlp+grad") or an nn.Module given as is."""
     if isinstance(policy, nn.Module):

@@ -1,15 +1,33 @@
 """`ControlProblem`: a controlled SDE with additive noise and a cost to minimise."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+import math
+from typing import Callable, NamedTuple, Optional
 
 import torch
+from torch.func import functional_call
 
 from .._linalg import sym_sqrt
 from .._validate import as_tensor, check_dim, check_positive, check_spd, check_vector
+from ..sde import rollout
 
 Tensor = torch.Tensor
 Fn = Callable[..., Tensor]
+
+
+class Paths(NamedTuple):
+    """Detached paths and what the objectives need of them: states xs (n, K+1, d); the standard normal
+    noise that drove them (n, K, k) and the behaviour controls (n, K, m) (control problems); the model's step
+    means (n, K, d) when the paths are the model's own (samplers); the log-rewards log pi~(x_K) (n,)
+    (samplers); the Langevin features along the path (n, K, d) or None; the path costs (n,) (control
+    problems)."""
+    xs: Tensor
+    noise: Optional[Tensor] = None
+    controls: Optional[Tensor] = None
+    means: Optional[Tensor] = None
+    log_reward: Optional[Tensor] = None
+    features: Optional[Tensor] = None
+    cost: Optional[Tensor] = None
 
 
 def _zero_drift(t, x):
@@ -101,8 +119,13 @@ class ControlProblem:
     def dt(self) -> float:
         return self.T / self.steps
 
-    def time_grid(self, device=None, dtype=torch.float32) -> Tensor:
-        return torch.linspace(0.0, self.T, self.steps + 1, device=device, dtype=dtype)
+    def sigma_at(self, t) -> Tensor:
+        """The noise matrix sigma(t), (d, k), float64 (constant here; the samplers' problem varies it)."""
+        return self.sigma
+
+    def control_matrix_at(self, t) -> Tensor:
+        """B(t), (d, m), float64 (constant here)."""
+        return self.B
 
     def sample_x0(self, n: int, generator: Optional[torch.Generator] = None, device=None,
                   dtype=torch.float32) -> Tensor:
@@ -130,6 +153,111 @@ class ControlProblem:
         if not torch.allclose(self.R, 0.5 * rho * torch.eye(self.control_dim, dtype=torch.float64), rtol=1e-10):
             return None
         return rho
+
+    # paths ---------------------------------------------------------------------------------------
+    def simulate(self, policy, x0: Tensor, generator: Optional[torch.Generator] = None,
+                 steps: Optional[int] = None, noise: Optional[Tensor] = None) -> Paths:
+        r"""Detached Euler–Maruyama paths :math:`X_{i+1} = X_i + (f + B u)(t_i, X_i) h + \sigma \sqrt h \xi_i`
+        under ``policy(t, x)``, with their costs :math:`\sum_i h (q + u^\top R u)(t_i, X_i) + g(X_K)`, on
+        ``steps`` steps (default the problem's)."""
+        K = self.steps if steps is None else steps
+        h = self.T / K
+        R = self.R.to(device=x0.device, dtype=x0.dtype)
+        us, run = [], []
+        mats = [(self.control_matrix_at(i * h).to(device=x0.device, dtype=x0.dtype),
+                 math.sqrt(h) * self.sigma_at(i * h).to(device=x0.device, dtype=x0.dtype).T) for i in range(K)]
+
+        def mean(i, x):
+            t = i * h
+            u = policy(t, x)
+            us.append(u)
+            run.append(self.q(t, x) + ((u @ R) * u).sum(1))
+            return x + (self.f(t, x) + u @ mats[i][0].T) * h
+
+        with torch.no_grad():
+            xs, _, noise = rollout(mean, lambda i, xi: xi @ mats[i][1], x0, K, noise, generator,
+                                   noise_dim=self.noise_dim)
+            cost = h * torch.stack(run, 1).sum(1) + self.g(xs[:, -1])
+        return Paths(xs, noise=noise, controls=torch.stack(us, 1), cost=cost)
+
+    def on_policy_paths(self, policy, n: int, generator=None, device=None, dtype=torch.float32) -> Paths:
+        """n detached paths of the current control from X_0 ~ mu_0."""
+        return self.simulate(policy, self.sample_x0(n, generator, device=device, dtype=dtype), generator)
+
+    def control_fn(self, policy, frozen: bool = False):
+        """u(t, x) of ``policy`` as a callable; ``frozen``: its parameters cut from the graph (the gradient
+        still flows through x)."""
+        if not frozen:
+            return policy
+        params = None
+
+        def control(t, x):
+            nonlocal params
+            params = params or {k: v.detach() for k, v in policy.named_parameters()}
+            return functional_call(policy, params, (t, x))
+        return control
+
+    def controls_along(self, policy, paths: Paths) -> Tensor:
+        """u(t_i, X_i) along the paths, (n, K, m), differentiable in the policy's parameters."""
+        K = paths.xs.shape[1] - 1
+        h = self.T / K
+        return torch.stack([policy(i * h, paths.xs[:, i]) for i in range(K)], 1)
+
+    def lean_adjoint(self, paths: Paths) -> Tensor:
+        r"""The lean adjoint of the Euler scheme along detached paths, a_i for i = 0..K, (n, K+1, d):
+        :math:`a_K = \nabla g(X_K)`, :math:`a_i = a_{i+1} + h[(\nabla_x f)^\top a_{i+1} + \nabla_x q](t_i, X_i)`
+        (vector–Jacobian products)."""
+        xs = paths.xs
+        K = xs.shape[1] - 1
+        h = self.T / K
+        with torch.enable_grad():
+            xT = xs[:, -1].detach().requires_grad_(True)
+            (a,) = torch.autograd.grad(self.g(xT).sum(), xT)
+            out = [a]
+            for i in reversed(range(K)):
+                x = xs[:, i].detach().requires_grad_(True)
+                s = (self.f(i * h, x) * a).sum() + self.q(i * h, x).sum()
+                (grad,) = torch.autograd.grad(s, x, allow_unused=True)
+                a = a + h * grad if grad is not None else a
+                out.append(a)
+        return torch.stack(out[::-1], 1).detach()
+
+    def adjoint_matching_targets(self, adjoint: Tensor) -> Tensor:
+        r"""The control paired with the lean adjoint: :math:`u_i = -\tfrac12 R^{-1} B(t_i)^\top a_{i+1}`, since
+        u_i moves X_{i+1} (the discrete maximum principle). (n, K, m)."""
+        K = adjoint.shape[1] - 1
+        h = self.T / K
+        R = self.R.to(device=adjoint.device, dtype=adjoint.dtype)
+        out = []
+        for i in range(K):
+            M = 0.5 * torch.linalg.solve(R, self.control_matrix_at(i * h).to(adjoint).T)
+            out.append(-adjoint[:, i + 1] @ M.T)
+        return torch.stack(out, 1)
+
+    def log_weights(self, policy, paths: Paths) -> Tensor:
+        r"""log w = log dP*/dP^u of Euler paths driven by any behaviour control v (Nüsken & Richter 2021), for a
+        relative-entropy problem (B = sigma, R = (rho/2) I), up to the constant log Z:
+
+        .. math:: \log w = -\sum_i \big[u_i\cdot(\Delta W_i + v_i h) - \tfrac h2 |u_i|^2\big]
+                  - \frac1\rho\Big(\sum_i h\,q(t_i, X_i) + g(X_K)\Big),
+
+        differentiable in the policy's parameters. (n,), float64."""
+        rho = self.kl_scale()
+        if rho is None:
+            raise ValueError("log-weight objectives need a relative-entropy problem: control_matrix = sigma and "
+                             "control_cost = (rho/2) I (then J/rho is KL to the reweighted reference); use "
+                             "'relative_entropy' or 'adjoint_matching' otherwise")
+        xs, K = paths.xs, paths.xs.shape[1] - 1
+        h = self.T / K
+        lw = xs.new_zeros(xs.shape[0], dtype=torch.float64)
+        run = torch.zeros_like(lw)
+        for i in range(K):
+            t, x = i * h, xs[:, i]
+            u = policy(t, x)
+            dW = math.sqrt(h) * paths.noise[:, i]
+            lw = lw - ((u * (dW + paths.controls[:, i] * h)).sum(1) - 0.5 * h * (u * u).sum(1)).double()
+            run = run + h * self.q(t, x).double()
+        return lw - (run + self.g(xs[:, -1]).double()) / rho
 
     # evaluation with checks ---------------------------------------------------------------------
     def f(self, t: float, x: Tensor) -> Tensor:

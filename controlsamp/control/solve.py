@@ -8,9 +8,8 @@ import torch
 from torch import nn
 
 from .._validate import check_dim, check_positive
-from .loop import fit_loop, save_checkpoint
-from .methods import METHODS
-from .methods.common import rollout
+from ..training import Streams, clip_gradient, fit_loop, load_checkpoint, load_modules, make_optimizer, save_model
+from .objectives import REGISTRY, Batch, Objective, get_objective
 from .policies import make_policy
 from .problem import ControlProblem
 
@@ -42,105 +41,118 @@ class Solution:
         for start in range(0, n, batch):
             m = min(batch, n - start)
             x0 = self.problem.sample_x0(m, gen, device=p.device, dtype=p.dtype)
-            costs.append(rollout(self.problem, self.module, x0, gen, steps)[3].double())
+            costs.append(self.problem.simulate(self.module, x0, gen, steps).cost.double())
         c = torch.cat(costs)
         return float(c.mean()), float(c.std() / math.sqrt(n))
 
     def save(self, path: str) -> None:
         kind, kwargs = self._spec
-        payload = {"method": self.method, "history": self.history, "kind": kind, "kwargs": kwargs,
-                   "state_dict": self.module.state_dict()}
+        extra = {"method": self.method, "policy_kind": kind, "policy_kwargs": kwargs}
         if kind is None:
-            payload["module"] = self.module
-        save_checkpoint(path, payload)
+            extra["module"] = self.module
+        save_model(path, "Solution", {}, {"policy": self.module}, self.history, extra)
 
     @classmethod
     def load(cls, path: str, problem: ControlProblem) -> "Solution":
         """Load a saved solution; the problem (with its callables) is given again."""
-        payload = torch.load(path, weights_only=False)
-        if payload["kind"] is None:
-            module = payload["module"]
-        else:
-            module = make_policy(payload["kind"], problem, **payload["kwargs"])
-            module.load_state_dict(payload["state_dict"])
-        return cls(problem, module, payload["history"], payload["method"], (payload["kind"], payload["kwargs"]))
+        payload = load_checkpoint(path, "Solution", {})
+        ex = payload["extra"]
+        module = ex["module"] if ex["policy_kind"] is None else make_policy(ex["policy_kind"], problem,
+                                                                          **ex["policy_kwargs"])
+        load_modules(payload, {"policy": module})
+        return cls(problem, module, payload["history"], ex["method"], (ex["policy_kind"], ex["policy_kwargs"]))
 
 
-def solve(problem: ControlProblem, method: str = "adjoint", policy="mlp", iters: int = 1000, batch: int = 256,
+METHODS = {"adjoint": dict(objective="relative_entropy", adjoint=True),
+           "backprop": dict(objective="relative_entropy", adjoint=False)}
+
+
+def make_objective(method, solver: str = "euler") -> Objective:
+    """The objective of a ``method`` name: "adjoint" / "backprop" (the relative entropy through torchsde's
+    adjoint / by backpropagation, with ``solver``), any name of
+    :data:`controlsamp.control.objectives.REGISTRY` ("log_variance", "adjoint_matching", "trajectory_balance",
+    "vargrad", ...), or an :class:`~controlsamp.control.objectives.Objective` instance."""
+    if isinstance(method, Objective):
+        return method
+    if method in METHODS:
+        spec = dict(METHODS[method])
+        return get_objective(spec.pop("objective"), scheme=solver, **spec)
+    if method in ("relative_entropy", "kl"):
+        return get_objective(method, scheme=solver)
+    return get_objective(method)
+
+
+def solve(problem: ControlProblem, method="adjoint", policy="mlp", iters: int = 1000, batch: int = 256,
           lr: float = 1e-3, seed: int = 0, device: str = "cpu", solver: str = "euler",
           dtype: torch.dtype = torch.float32, checkpoint: Optional[str] = None, checkpoint_every: int = 100,
           resume: bool = False, progress: bool = True, grad_clip: Optional[float] = None,
           lr_schedule: Optional[str] = "cosine", policy_kwargs: Optional[dict] = None) -> Solution:
-    r"""Train a feedback control for ``problem``.
+    r"""Train a feedback control for ``problem`` with one objective of :mod:`controlsamp.control.objectives`.
 
-    Methods (one module each in :mod:`controlsamp.control.methods`):
+    Methods:
 
     * ``"adjoint"``: minimise the Monte-Carlo cost through ``torchsde.sdeint_adjoint`` (Li et al. 2020);
       ``solver="euler"`` or ``"reversible_heun"`` (Kidger et al. 2021; needs ``dtype=torch.float64``). The
       adjoint rebuilds the state backward in time, which diverges on strongly contracting drifts (a steep
       double well): training then stops with an error that says so.
     * ``"backprop"``: the same objective, backpropagating through ``torchsde.sdeint``.
-    * ``"log_variance"``: the log-variance loss on detached paths (Nüsken & Richter 2021); needs
-      B = sigma and R = (rho/2) I.
+    * ``"log_variance"`` (Nüsken & Richter 2021), ``"trajectory_balance"``, ``"vargrad"``, ...: functions of
+      the path log-weights; they need B = sigma and R = (rho/2) I.
     * ``"adjoint_matching"``: regression onto the lean adjoint (Domingo-Enrich et al. 2024).
+    * an :class:`~controlsamp.control.objectives.Objective` instance.
 
     Args:
         policy: "mlp", "mlp+grad" (adds the terminal-cost gradient feature), "affine", or an nn.Module
             ``(t, x) -> (n, m)``.
         iters, batch, lr: Adam iterations, paths per iteration, learning rate.
         lr_schedule: "cosine" (anneal lr to 0 over ``iters``) or None (constant).
-        seed: seeds the initial states, the noise and the torchsde Brownian paths (entropy = seed, iteration).
+        seed: seeds the network initialisation, the initial states, the noise and the torchsde Brownian
+            paths (entropy = (seed, iteration)).
         checkpoint, checkpoint_every, resume: a checkpoint file, written every ``checkpoint_every``
             iterations, at the end and on interruption; ``resume=True`` continues from it.
     """
     if not isinstance(problem, ControlProblem):
         raise ValueError(f"problem must be a controlsamp.ControlProblem; got {type(problem).__name__}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {sorted(METHODS)}; got {method!r}")
+    if not isinstance(method, Objective) and method not in METHODS and method not in REGISTRY:
+        raise ValueError(f"method must be one of {sorted(set(METHODS) | set(REGISTRY))} or an Objective; "
+                         f"got {method!r}")
     iters, batch = check_dim(iters, "iters"), check_dim(batch, "batch")
     lr = check_positive(lr, "lr")
-    torch.manual_seed(seed)  # network initialisation
+    objective = make_objective(method, solver)
+    objective.check(problem)
     kwargs = dict(policy_kwargs or {})
-    module = make_policy(policy, problem, **kwargs).to(device=device, dtype=dtype)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # network initialisation, without touching the caller's global stream
+        module = make_policy(policy, problem, **kwargs).to(device=device, dtype=dtype)
     spec = (None, {}) if isinstance(policy, nn.Module) else (policy, kwargs)
     problem.check(module, device=device, dtype=dtype)
-    opt = torch.optim.Adam(module.parameters(), lr=lr)
-    if lr_schedule not in ("cosine", None):
-        raise ValueError(f"lr_schedule must be 'cosine' or None; got {lr_schedule!r}")
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters) if lr_schedule == "cosine" else None
-    gen = torch.Generator(device=device).manual_seed(seed)
-    loss_fn = METHODS[method]
+    objective.to(device=device)
+    groups = [{"params": list(module.parameters()), "lr": lr}, {"params": list(objective.parameters()), "lr": lr}]
+    opt, sched = make_optimizer(groups, iters, lr_schedule)
+    streams = Streams(seed, device)
     history: Dict[str, List[float]] = {}
-
-    rng_after_last_step = {"generator": gen.get_state()}  # what a checkpoint stores, even mid-step
+    name = method if isinstance(method, str) else objective.name
+    hint = (" The adjoint reconstructs the state backward in time, which diverges on strongly contracting drifts "
+            "(e.g. a steep double well): use method='backprop', 'log_variance' or 'adjoint_matching' there."
+            if method == "adjoint" else "")
 
     def step(it: int) -> Dict[str, float]:
-        x0 = problem.sample_x0(batch, gen, device=device, dtype=dtype)
         opt.zero_grad(set_to_none=True)
-        extra = {"solver": solver} if method in ("adjoint", "backprop") else {}
-        loss, cost = loss_fn(problem, module, x0, gen, entropy=seed * 1_000_003 + it, **extra)
+        loss, info = objective(problem, module, Batch(batch, streams, streams.entropy(it), device, dtype))
         loss.backward()
-        params = [p for p in module.parameters() if p.grad is not None]
-        gnorm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))) if params else 0.0
-        if not math.isfinite(gnorm):
-            hint = (" The adjoint reconstructs the state backward in time, which diverges on strongly contracting "
-                    "drifts (e.g. a steep double well): use method='backprop', 'log_variance' or "
-                    "'adjoint_matching' there." if method == "adjoint" else "")
-            raise ValueError(f"the gradient became non-finite at iteration {it} (loss {float(loss.detach()):.4g}); "
-                             f"the parameters were not updated.{hint}")
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+        gnorm = clip_gradient(list(module.parameters()) + list(objective.parameters()), grad_clip,
+                              f"iteration {it} (loss {float(loss.detach()):.4g}).{hint}")
         opt.step()
         if sched is not None:
             sched.step()
-        rng_after_last_step["generator"] = gen.get_state()
+        cost = float(info["cost"].mean()) if "cost" in info else float(-info["log_w"].mean())
         return {"loss": float(loss.detach()), "cost": cost, "grad_norm": gnorm}
 
-    modules = {"policy": module, "optimizer": opt}
+    modules = {"policy": module, "objective": objective, "optimizer": opt}
     if sched is not None:
         modules["schedule"] = sched
-    fit_loop(step, iters, modules, history, checkpoint, checkpoint_every, resume,
-             progress, extra=lambda: dict(rng_after_last_step),
-             restore_extra=lambda e: gen.set_state(e["generator"]) if "generator" in e else None,
-             desc=f"solve[{method}]")
-    return Solution(problem, module, history, method, spec)
+    config = dict(method=name, solver=solver, iters=iters, batch=batch, seed=seed, policy=str(spec[0]))
+    fit_loop(step, iters, modules, history, kind=f"solve[{name}]", config=config, streams=streams,
+             checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
+             postfix=("loss", "cost"))
+    return Solution(problem, module, history, name, spec)

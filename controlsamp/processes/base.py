@@ -235,8 +235,9 @@ class IsotropicLinearSDE(LinearSDE):
     r"""A linear SDE with scalar coefficients, :math:`dX = k(t) X dt + g(t) dW` with :math:`X, W \in \mathbb R^{dim}`.
 
     Then :math:`A = k(t) I`, :math:`G = g(t) I` and the kernel is :math:`\mathcal N(\phi(s,t) x, q(s,t) I)`
-    with :math:`\phi = e^{\int_s^t k}` and :math:`q = \int_s^t \phi(u,t)^2 g(u)^2 du`. Subclasses give
-    ``_k(t)``, ``_g(t)`` and ``_phi_q(s, t)`` as floats.
+    with :math:`\phi = e^{\int_s^t k}` and :math:`q = \int_s^t \phi(u,t)^2 g(u)^2 du`. The public ``k(t)``,
+    ``g(t)`` and ``kernel(s, t)`` check their times; subclasses implement ``_k(t)``, ``_g(t)`` and
+    ``_phi_q(s, t)`` as floats.
     """
 
     diagonal_noise = True
@@ -252,6 +253,23 @@ class IsotropicLinearSDE(LinearSDE):
     @abstractmethod
     def _phi_q(self, s: float, t: float) -> Tuple[float, float]:
         """phi(s, t) and q(s, t)."""
+
+    def k(self, t) -> float:
+        r"""The drift coefficient :math:`k(t)` (a float), for ``t`` in :math:`[0, T]`."""
+        return float(self._k(self._time(t)))
+
+    def g(self, t) -> float:
+        r"""The diffusion coefficient :math:`g(t)` (a float), for ``t`` in :math:`[0, T]`."""
+        return float(self._g(self._time(t)))
+
+    def kernel(self, s, t) -> Tuple[float, float]:
+        r"""The scalar kernel :math:`(\phi(s, t), q(s, t))` of :math:`X_t \mid X_s = x \sim \mathcal N(\phi x, q I)`,
+        :math:`0 \le s \le t \le T`; :math:`(1, 0)` when ``s == t``."""
+        s, t = self._interval(s, t)
+        if t == s:
+            return 1.0, 0.0
+        phi, q = self._phi_q(s, t)
+        return float(phi), float(q)
 
     def drift_matrix(self, t) -> torch.Tensor:
         return self._k(self._time(t)) * torch.eye(self.dim, dtype=DTYPE)

@@ -12,8 +12,8 @@ sampler     reference / parametrisation                                source
 `SMC`       SMC, adaptive tempering, systematic resampling, MALA moves    Del Moral et al. 2006
 ==========  =========================================================  ==========================
 
-Losses: ``kl``, ``lv``, ``tb``, ``vargrad`` (:mod:`.losses`); off-policy exploration, replay buffer and
-local search (:mod:`.offpolicy`, Sendera et al. 2024).
+Losses: every objective of :mod:`controlsamp.control.objectives` (``kl``, ``lv``, ``tb``, ``vargrad``,
+``am``, ...); off-policy exploration, replay buffer and local search (:mod:`.offpolicy`, Sendera et al. 2024).
 """
 from .asbs import ASBS
 from .base import LOSSES, DiffusionSampler

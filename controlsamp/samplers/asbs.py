@@ -35,11 +35,11 @@ from typing import Dict, Optional
 import torch
 
 from .._validate import check_dim, check_positive
-from ..control.loop import clip_gradient, fit_loop
 from ..control.policies import MLPPolicy
 from ..exact.reference_bridge import isotropic_bridge_point
 from ..processes import Brownian
-from ..sde.grid import ReferenceGrid
+from ..sde import DiscretisedReference
+from ..training import Streams, clip_gradient, fit_loop, make_optimizer
 from .base import DiffusionSampler, check_target
 
 Tensor = torch.Tensor
@@ -74,8 +74,9 @@ class ASBS(DiffusionSampler):
             raise ValueError(f"prior_std must be a finite number >= 0; got {prior_std}")
         if corrector not in CORRECTORS:
             raise ValueError(f"corrector must be one of {CORRECTORS}; got {corrector!r}")
-        grid = ReferenceGrid(Brownian(target.dim, sigma=sigma, T=T), steps, v0=prior_std ** 2, method="euler")
-        super().__init__(target, grid, langevin=langevin, **kwargs)
+        reference = DiscretisedReference(Brownian(target.dim, sigma=sigma, T=T), steps, scheme="euler",
+                                         v0=prior_std ** 2)
+        super().__init__(target, reference, langevin=langevin, **kwargs)
         self.sigma, self.prior_std, self.corrector_kind = sigma, prior_std, corrector
         if corrector == "learned" and prior_std == 0.0:
             self.corrector_kind = "reference"  # exact: the point prior's corrector is the reference score
@@ -83,29 +84,20 @@ class ASBS(DiffusionSampler):
             torch.manual_seed(self.config["seed"] + 1)
             self.corrector = MLPPolicy(self.dim, self.dim, T, hidden=check_dim(corrector_hidden, "corrector_hidden"))
         self.corrector.to(device=self.device, dtype=self.dtype)
-        proc = grid.process
-        self._phiT = torch.tensor([proc._phi_q(t, T)[0] if t < T else 1.0 for t in grid.t[:-1]],
-                                  dtype=torch.float64)
-        self._qT = torch.tensor([proc._phi_q(t, T)[1] if t < T else 0.0 for t in grid.t[:-1]],
-                                dtype=torch.float64)
-        self._phi0 = torch.tensor([proc._phi_q(0.0, t)[0] if t > 0 else 1.0 for t in grid.t[:-1]],
-                                  dtype=torch.float64)
-        self._q0 = torch.tensor([proc._phi_q(0.0, t)[1] if t > 0 else 0.0 for t in grid.t[:-1]],
-                                dtype=torch.float64)
-        self._phi0T, self._q0T = proc._phi_q(0.0, T)
+        self._phi0T, self._q0T = float(reference.phi0[-1]), float(reference.q0[-1])
         self.config.update(sampler="asbs", sigma=sigma, prior_std=prior_std, corrector=self.corrector_kind)
 
     # ---------------------------------------------------------------- the corrector
     def corrector_score(self, x: Tensor) -> Tensor:
         """h(x) ~ grad log phi^_T(x): the network, or the reference's terminal score."""
         if self.corrector_kind == "reference":
-            return self.grid.terminal_score(x).to(x.dtype)
+            return self.reference.terminal_score(x).to(x.dtype)
         return self.corrector(self.T, x)
 
     def _terminal_grad(self, x1: Tensor) -> Tensor:
         """grad g(x) = h(x) - grad log pi~(x) (the target score is counted in ``target_evals``)."""
         with torch.no_grad():
-            return self.corrector_score(x1) - self.target_score(x1)
+            return self.corrector_score(x1) - self.problem.target_score(x1)
 
     # ---------------------------------------------------------------- training
     def fit(self, iters: int = 1000, batch: int = 300, loss: str = "am", lr: float = 1e-3, seed: int = 0,
@@ -143,11 +135,10 @@ class ASBS(DiffusionSampler):
         per_stage = max(1, iters // stages)
         am_total = per_stage * stages
         total = am_total + stages * c_iters
-        opt = torch.optim.Adam(self.policy.parameters(), lr=lr)
-        opt_h = torch.optim.Adam(self.corrector.parameters(), lr=lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, am_total) if lr_schedule == "cosine" else None
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        cpu_gen = torch.Generator().manual_seed(seed + 1)
+        opt, sched = make_optimizer([{"params": list(self.policy.parameters()), "lr": lr}], am_total, lr_schedule)
+        opt_h, _ = make_optimizer([{"params": list(self.corrector.parameters()), "lr": lr}], total)
+        streams = Streams(seed, self.device)
+        gen, cpu_gen = streams.device, streams.cpu
         buf: Dict[str, Optional[Tensor]] = {"x0": None, "x1": None, "grad": None}
         pairs: Dict[str, Optional[Tensor]] = {"x0": None, "x1": None}
         K = self.steps
@@ -155,11 +146,11 @@ class ASBS(DiffusionSampler):
         def model_pairs(n: int, reference: bool):
             with torch.no_grad():
                 if reference:
-                    x0 = self.grid.sample_x0(n, gen, self.device, self.dtype)
+                    x0 = self.reference.sample_x0(n, gen, self.device, self.dtype)
                     x1 = self._phi0T * x0 + math.sqrt(self._q0T) * torch.randn(
                         x0.shape, generator=gen, device=self.device, dtype=self.dtype)
                 else:
-                    xs, _, _, _ = self.simulate(n, gen)  # starts from its own x0
+                    xs = self.simulate(n, gen).xs  # starts from its own x0
                     x0, x1 = xs[:, 0], xs[:, -1]
             return x0, x1
 
@@ -189,12 +180,12 @@ class ASBS(DiffusionSampler):
             idx = torch.randint(buf["x0"].shape[0], (batch,), generator=cpu_gen).to(self.device)
             x0, x1, grad = buf["x0"][idx], buf["x1"][idx], buf["grad"][idx]
             k = torch.randint(K, (batch,), generator=cpu_gen).to(self.device)
-            col = lambda v: v.to(self.device)[k].unsqueeze(1).to(self.dtype)
             z = torch.randn(x0.shape, generator=gen, device=self.device, dtype=self.dtype)
-            xt = isotropic_bridge_point(col(self._phi0), col(self._q0), col(self._phiT), col(self._qT), x0, x1, z)
-            target = -col(self.grid.g) * col(self._phiT) * grad
-            feats = self._feature(xt) if self.langevin else None
-            u = self.control(k, xt, feats)
+            phi0, q0, phiT, qT = self.reference.bridge_coefficients(k, self.device, self.dtype)
+            xt = isotropic_bridge_point(phi0, q0, phiT, qT, x0, x1, z)
+            target = -self.reference.coef("g", self.device, self.dtype)[k].unsqueeze(1) * phiT * grad
+            t = k.to(self.dtype) * self.reference.h
+            u = self.policy(t, xt, self.problem.langevin_feature(xt)) if self.langevin else self.policy(t, xt)
             loss = ((u - target) ** 2).sum(1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -215,12 +206,9 @@ class ASBS(DiffusionSampler):
             return rec
 
         def extra():
-            return {"generator": gen.get_state(), "cpu_generator": cpu_gen.get_state(), "buffer": dict(buf),
-                    "pairs": dict(pairs), "evals": self.target_evals}
+            return {"buffer": dict(buf), "pairs": dict(pairs), "evals": self.target_evals}
 
         def restore(ex):
-            gen.set_state(ex["generator"])
-            cpu_gen.set_state(ex["cpu_generator"])
             buf.update(ex["buffer"])
             pairs.update(ex["pairs"])
             self.target_evals = int(ex["evals"])
@@ -228,13 +216,13 @@ class ASBS(DiffusionSampler):
         modules = {"policy": self.policy, "corrector": self.corrector, "opt": opt, "opt_corrector": opt_h}
         if sched is not None:
             modules["sched"] = sched
-        fit_loop(step, total, modules, self.history, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                 resume=resume, progress=progress, extra=extra, restore_extra=restore, desc="ASBS")
+        config = dict(self.config, iters=iters, batch=batch, seed=seed, stages=stages, corrector_iters=c_iters,
+                      buffer=buffer, refresh_every=refresh_every, paths_per_refresh=n_new)
+        fit_loop(step, total, modules, self.history, kind="ASBS", config=config, streams=streams,
+                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
+                 extra=extra, restore_extra=restore, postfix=("loss",))
         return self
 
     # ---------------------------------------------------------------- persistence
-    def _extra_state(self) -> dict:
-        return {"corrector": self.corrector.state_dict()}
-
-    def _load_extra_state(self, state: dict) -> None:
-        self.corrector.load_state_dict(state["corrector"])
+    def _modules(self):
+        return dict(super()._modules(), corrector=self.corrector)

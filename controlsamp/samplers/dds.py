@@ -12,16 +12,18 @@ variance-preserving OU process.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from ..processes import OU, VP
-from ..sde.grid import ReferenceGrid
+from ..sde import DiscretisedReference
 from .._validate import check_dim, check_positive
 from .base import DiffusionSampler, check_target
 
 SCHEDULES = ("constant", "linear", "cosine")
 
 
-def vp_grid(dim: int, steps: int, sigma: float, T: float, schedule: str, beta_min: float, beta_max: float,
-            method: str = "exponential") -> ReferenceGrid:
+def vp_reference(dim: int, steps: int, sigma: float, T: float, schedule: str, beta_min: float, beta_max: float,
+                 scheme: str = "exponential") -> DiscretisedReference:
     """The reversed-schedule VP reference scaled to stationary variance sigma^2 (constant: beta = beta_max)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}; got {schedule!r}")
@@ -29,7 +31,7 @@ def vp_grid(dim: int, steps: int, sigma: float, T: float, schedule: str, beta_mi
         process = OU(dim, theta=0.5 * beta_max, sigma=beta_max ** 0.5, T=T)
     else:
         process = VP(dim, schedule=schedule, beta_min=beta_min, beta_max=beta_max, T=T)
-    return ReferenceGrid(process, steps, scale=sigma, v0=sigma ** 2, method=method, reverse=True)
+    return DiscretisedReference(process, steps, scheme=scheme, scale=sigma, v0=sigma ** 2, reverse=True)
 
 
 class DDS(DiffusionSampler):
@@ -38,12 +40,14 @@ class DDS(DiffusionSampler):
     name = "dds"
 
     def __init__(self, target, steps: int = 100, sigma: float = 1.0, T: float = 1.0, schedule: str = "linear",
-                 beta_min: float = 0.1, beta_max: float = 10.0, method: str = "exponential", **kwargs):
+                 beta_min: float = 0.1, beta_max: float = 10.0, scheme: str = "exponential",
+                 method: Optional[str] = None, **kwargs):
         check_target(target)
         sigma, T, steps = check_positive(sigma, "sigma"), check_positive(T, "T"), check_dim(steps, "steps")
-        grid = vp_grid(target.dim, steps, sigma, T, schedule, check_positive(beta_min, "beta_min"),
-                       check_positive(beta_max, "beta_max"), method)
-        super().__init__(target, grid, **kwargs)
+        scheme = method if method is not None else scheme
+        reference = vp_reference(target.dim, steps, sigma, T, schedule, check_positive(beta_min, "beta_min"),
+                                 check_positive(beta_max, "beta_max"), scheme)
+        super().__init__(target, reference, **kwargs)
         self.sigma = sigma
         self.config.update(sampler="dds", sigma=sigma, schedule=schedule, beta_min=beta_min, beta_max=beta_max,
-                           method=method)
+                           scheme=scheme)

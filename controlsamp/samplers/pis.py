@@ -11,7 +11,7 @@ importance weights are exact for the discrete sampler.
 from __future__ import annotations
 
 from ..processes import Brownian
-from ..sde.grid import ReferenceGrid
+from ..sde import DiscretisedReference
 from .._validate import check_dim, check_positive
 from .base import DiffusionSampler, check_target
 
@@ -25,7 +25,7 @@ class PIS(DiffusionSampler):
     def __init__(self, target, steps: int = 100, sigma: float = 1.0, T: float = 1.0, **kwargs):
         check_target(target)
         sigma, T, steps = check_positive(sigma, "sigma"), check_positive(T, "T"), check_dim(steps, "steps")
-        grid = ReferenceGrid(Brownian(target.dim, sigma=sigma, T=T), steps, v0=0.0, method="euler")
-        super().__init__(target, grid, **kwargs)
+        reference = DiscretisedReference(Brownian(target.dim, sigma=sigma, T=T), steps, scheme="euler", v0=0.0)
+        super().__init__(target, reference, **kwargs)
         self.sigma = sigma
         self.config.update(sampler="pis", sigma=sigma)

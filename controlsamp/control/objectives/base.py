@@ -1,0 +1,100 @@
+r"""What every objective shares: one signature, a registry, and the log-weight objectives' base class.
+
+An objective is a ``torch.nn.Module`` (so one that owns parameters, like trajectory balance's log Z, trains
+and checkpoints with the policy) called as
+
+    ``loss, info = objective(problem, policy, batch)``
+
+with ``batch`` a :class:`Batch` (the number of paths, the random streams, the iteration's entropy and,
+for off-policy training, paths drawn by a behaviour law). ``info`` holds detached per-path log-weights
+(``"log_w"``) or costs (``"cost"``) for monitoring. ``check(problem)`` raises a ValueError saying why an
+objective does not apply to a problem.
+
+A loss that is a function of the path log-weights log w alone is a :class:`LogWeightObjective`: it
+defines ``of_log_weights(log_w)``; the base class draws or takes the paths and computes log w through
+``problem.log_weights``, the same weights ``sample()`` reports. Adding one is adding one module to this
+package: subclasses register themselves under their ``name`` (and ``aliases``), and the package imports
+every module in it.
+"""
+from __future__ import annotations
+
+from typing import Dict, NamedTuple, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..problem import ControlProblem, Paths
+
+Tensor = torch.Tensor
+REGISTRY: Dict[str, type] = {}
+
+
+class Batch(NamedTuple):
+    """One iteration's inputs: ``n`` paths, the random ``streams`` (a :class:`controlsamp.training.Streams`),
+    the iteration's ``entropy`` (seeds torchsde's Brownian path), the ``device``/``dtype`` of the paths, and
+    ``paths`` drawn by a behaviour law (None: the objective draws on-policy paths itself)."""
+    n: int
+    streams: object
+    entropy: int = 0
+    device: object = None
+    dtype: torch.dtype = torch.float32
+    paths: Optional[Paths] = None
+
+
+class Objective(nn.Module):
+    """Base class; see the module docstring. Class attributes: ``name``, ``aliases``, ``off_policy`` (whether
+    it accepts paths from a behaviour law other than the current control)."""
+
+    name: str = ""
+    aliases: Tuple[str, ...] = ()
+    off_policy: bool = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            for key in (cls.name, *cls.aliases):
+                if key in REGISTRY and REGISTRY[key] is not cls:
+                    raise ValueError(f"objective name {key!r} is taken by {REGISTRY[key].__name__}")
+                REGISTRY[key] = cls
+
+    def check(self, problem: ControlProblem) -> None:
+        """Raise a ValueError if the objective does not apply to ``problem``."""
+
+    def forward(self, problem: ControlProblem, policy: nn.Module, batch: Batch) -> Tuple[Tensor, dict]:
+        raise NotImplementedError(f"{type(self).__name__} must define forward(problem, policy, batch)")
+
+    def extra_repr(self) -> str:
+        return self.name
+
+
+class LogWeightObjective(Objective):
+    """A loss that is a function of the log-weights of a batch of detached paths (any behaviour law)."""
+
+    off_policy = True
+
+    def check(self, problem: ControlProblem) -> None:
+        if problem.kl_scale() is None:
+            raise ValueError(f"the {self.name!r} objective is a function of path log-weights, which need a "
+                             "relative-entropy problem: control_matrix = sigma and control_cost = (rho/2) I")
+
+    def of_log_weights(self, log_w: Tensor) -> Tensor:
+        """The loss as a function of log w (n,), float64."""
+        raise NotImplementedError(f"{type(self).__name__} must define of_log_weights(log_w)")
+
+    def forward(self, problem: ControlProblem, policy: nn.Module, batch: Batch) -> Tuple[Tensor, dict]:
+        paths = batch.paths
+        if paths is None:
+            paths = problem.on_policy_paths(policy, batch.n, batch.streams.device, batch.device, batch.dtype)
+        log_w = problem.log_weights(policy, paths)
+        return self.of_log_weights(log_w), {"log_w": log_w.detach()}
+
+
+def get_objective(objective, **options) -> Objective:
+    """An objective from its name (see ``REGISTRY``) with ``options``, or an :class:`Objective` as is."""
+    if isinstance(objective, Objective):
+        if options:
+            raise ValueError(f"options {sorted(options)} are for an objective given by name; got an instance")
+        return objective
+    if objective not in REGISTRY:
+        raise ValueError(f"objective must be one of {sorted(REGISTRY)} or an Objective; got {objective!r}")
+    return REGISTRY[objective](**options)

@@ -1,0 +1,228 @@
+r"""`SamplingProblem`: sampling from an unnormalised density posed as a control problem (DESIGN.md).
+
+With a discretised isotropic reference (:class:`controlsamp.sde.DiscretisedReference`: a process, a
+number of steps and a Gaussian scheme), the controlled chain is
+
+.. math:: x_{i+1} = a_i x_i + b_i\,u(t_i, x_i) + \sqrt{v_i}\,\xi_i,\qquad x_0 \sim \mathcal N(0, v_0 I),
+
+i.e. the control problem :math:`dX = (k X + g u)\,dt + g\,dW` (B = sigma = g I, R = I/2, q = 0) with terminal
+cost :math:`g(x) = \log p^{ref}_K(x) - \log\tilde\pi(x)`. The target path law is
+:math:`\tilde\pi(x_K)/Z` times the discrete reference's time reversal, and a path's importance weight is the
+discrete Girsanov formula
+
+.. math:: \log w = \log\tilde\pi(x_K) - \log p^{ref}_K(x_K)
+          + \sum_i \big[\log\mathcal N(x_{i+1}; a_i x_i, v_i) - \log\mathcal N(x_{i+1}; a_i x_i + b_i u_i, v_i)\big],
+
+so :math:`Z = \mathbb E[w]` exactly in discrete time and ELBO = E[log w] <= log Z. Every objective (relative
+entropy, log-variance, trajectory balance, VarGrad, adjoint matching, ...) sees these same weights:
+:meth:`log_weights` on given paths, :meth:`reparametrised_log_weights` on paths differentiable in the
+control (the relative entropy by backpropagation), and through torchsde's Euler scheme (the adjoint) the
+same Euler path law (Zhang & Chen 2022, PIS; Vargas et al. 2023, DDS; Richter & Berner 2024).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch.func import functional_call
+
+from ..sde import DiscretisedReference, controlled_paths, path_log_ratio, reference_reversal
+from ..targets import Target
+from .problem import ControlProblem, Paths
+
+Tensor = torch.Tensor
+
+
+def check_target(target) -> Target:
+    """``target`` if it is a :class:`~controlsamp.targets.Target`, else a ValueError that says how to make one."""
+    if not isinstance(target, Target):
+        raise ValueError(f"target must be a controlsamp.targets.Target; got {type(target).__name__} "
+                         "(wrap a function with Target.from_log_prob(fn, dim))")
+    return target
+
+
+class SamplingProblem(ControlProblem):
+    """A target, a discretised reference and its scheme, as a :class:`ControlProblem` that knows its discrete
+    path law (see the module docstring).
+
+    Args:
+        target: a :class:`~controlsamp.targets.Target`.
+        reference: a :class:`~controlsamp.sde.DiscretisedReference` of the target's dimension.
+        score_clip: the Langevin feature (the target score) is clipped to [-score_clip, score_clip].
+
+    ``target_evals`` counts the energy evaluations (one point's log-density or score, or both in one pass).
+    """
+
+    def __init__(self, target: Target, reference: DiscretisedReference, score_clip: float = 1e2):
+        check_target(target)
+        if not isinstance(reference, DiscretisedReference):
+            raise ValueError(f"reference must be a controlsamp.sde.DiscretisedReference; got {type(reference).__name__}")
+        if reference.dim != target.dim:
+            raise ValueError(f"the reference has dimension {reference.dim} but the target {target.dim}")
+        self.target, self.reference = target, reference
+        super().__init__(target.dim, self._reference_drift, 1.0, self._terminal_cost, T=reference.T,
+                         steps=reference.K, x0=lambda n, gen: reference.sample_x0(n, gen, dtype=torch.float64))
+        self.score_clip = float(score_clip)
+        self.target_evals = 0
+        self._eye = torch.eye(self.dim, dtype=torch.float64)
+
+    # ------------------------------------------------------------------ the control problem
+    def _reference_drift(self, t, x: Tensor) -> Tensor:
+        return self.reference.floats("k")[self.reference.step_index(t)] * x
+
+    def sigma_at(self, t) -> Tensor:
+        return self.reference.floats("g")[self.reference.step_index(t)] * self._eye
+
+    control_matrix_at = sigma_at
+
+    def _terminal_cost(self, x: Tensor) -> Tensor:
+        return (self.reference.terminal_log_prob(x) - self.log_reward(x).double()).to(x.dtype)
+
+    def sample_x0(self, n: int, generator=None, device=None, dtype=torch.float32) -> Tensor:
+        return self.reference.sample_x0(n, generator, device, dtype)
+
+    # ------------------------------------------------------------------ the target, counted
+    def log_reward(self, x: Tensor) -> Tensor:
+        """log pi~(x), (n,), counted; NaN or +inf is reported with the point, not propagated."""
+        out = self.target.log_prob(x)
+        self.target_evals += x.shape[0]
+        bad = torch.isnan(out) | (out == float("inf"))
+        if bad.any():
+            raise ValueError(f"the target {getattr(self.target, 'name', '')!r} returned NaN or +inf log_prob at "
+                             f"{int(bad.sum())} of {len(out)} points (first: {x[bad.nonzero()[0, 0]].tolist()})")
+        return out
+
+    def target_score(self, x: Tensor, graph: bool = False) -> Tensor:
+        """grad log pi~(x), counted; with ``graph`` differentiable in x."""
+        self.target_evals += x.shape[0]
+        if not graph:
+            s = self.target.score(x.detach())
+        elif type(self.target).score is Target.score:
+            with torch.enable_grad():
+                xg = x if x.requires_grad else x.detach().requires_grad_(True)
+                (s,) = torch.autograd.grad(self.target.log_prob(xg).sum(), xg, create_graph=True)
+        else:
+            s = self.target.score(x)
+        if not torch.isfinite(s).all():
+            raise ValueError(f"the target {getattr(self.target, 'name', '')!r} returned a non-finite score")
+        return s.to(x.dtype)
+
+    def value_and_score(self, x: Tensor):
+        """(log pi~(x), grad log pi~(x)), each counted; the log-density callable of the Langevin kernels."""
+        return self.log_reward(x), self.target_score(x)
+
+    def langevin_feature(self, x: Tensor, graph: bool = False) -> Tensor:
+        """The clipped target score, the feature of the Langevin parametrisation."""
+        return self.target_score(x, graph).clamp(-self.score_clip, self.score_clip)
+
+    # ------------------------------------------------------------------ paths and weights
+    def _recording_control(self, policy, features: list, graph: bool = False) -> Callable[[int, Tensor], Tensor]:
+        h = self.reference.h
+        langevin = getattr(policy, "uses_features", False)
+
+        def control(i: int, x: Tensor) -> Tensor:
+            f = self.langevin_feature(x, graph) if langevin else None
+            if f is not None:
+                features.append(f)
+            return policy(i * h, x, f) if langevin else policy(i * h, x)
+        return control
+
+    def simulate(self, policy, n: int, generator: Optional[torch.Generator] = None, explore: float = 0.0,
+                 noise: Optional[Tensor] = None, device=None, dtype=torch.float32) -> Paths:
+        """Detached paths of the controlled chain from x_0 ~ N(0, v0 I) (``explore``: wider behaviour noise),
+        with the model means, the Langevin features along them and the log-rewards at x_K."""
+        feats: list = []
+        with torch.no_grad():
+            x0 = self.sample_x0(n, generator, device, dtype)
+            xs, means, noise = controlled_paths(self.reference, self._recording_control(policy, feats), x0, noise,
+                                                generator, explore)
+            log_r = self.log_reward(xs[:, -1])
+        return Paths(xs, noise=noise, means=means, log_reward=log_r,
+                     features=torch.stack(feats, 1) if feats else None)
+
+    def backward_paths(self, xK: Tensor, log_reward: Tensor, generator: Optional[torch.Generator] = None) -> Paths:
+        """Paths of the reference's time reversal ending at given terminal samples (off-policy training)."""
+        with torch.no_grad():
+            xs = reference_reversal(self.reference, xK, generator)
+        return Paths(xs, log_reward=log_reward)
+
+    def on_policy_paths(self, policy, n: int, generator=None, device=None, dtype=torch.float32) -> Paths:
+        return self.simulate(policy, n, generator, device=device, dtype=dtype)
+
+    def control_fn(self, policy, frozen: bool = False):
+        """u(t, x) of ``policy`` as a callable (with the Langevin feature, differentiable in x, when the policy
+        takes it); ``frozen``: the parameters cut from the graph."""
+        params = {k: v.detach() for k, v in policy.named_parameters()} if frozen else None
+        langevin = getattr(policy, "uses_features", False)
+
+        def control(t, x):
+            args = (t, x, self.langevin_feature(x, graph=True)) if langevin else (t, x)
+            return functional_call(policy, params, args) if frozen else policy(*args)
+        return control
+
+    def controls_along(self, policy, paths: Paths) -> Tensor:
+        """u(t_i, x_i) along the paths, (n, K, d), in one batched call (the recorded Langevin features reused)."""
+        xs = paths.xs
+        n, K, d = xs.shape[0], self.steps, self.dim
+        flat = xs[:, :-1].reshape(n * K, d)
+        t = (torch.arange(K, device=xs.device).to(xs.dtype) * self.reference.h).repeat(n)
+        if getattr(policy, "uses_features", False):
+            f = paths.features.reshape(n * K, d) if paths.features is not None else self.langevin_feature(flat)
+            return policy(t, flat, f).reshape(n, K, d)
+        return policy(t, flat).reshape(n, K, d)
+
+    def lean_adjoint(self, paths: Paths) -> Tensor:
+        r"""The lean adjoint of the scheme's chain: :math:`a_K = \nabla g(x_K) = -x_K / w_K - \nabla\log\tilde\pi(x_K)`,
+        :math:`a_i = a\text{-coef}_i\,a_{i+1}` (the reference is linear), (n, K+1, d)."""
+        xK = paths.xs[:, -1]
+        aK = (self.reference.terminal_score(xK) - self.target_score(xK)).to(xK.dtype)
+        coef = self.reference.floats("a")
+        out = [aK]
+        for i in reversed(range(self.steps)):
+            out.append(coef[i] * out[-1])
+        return torch.stack(out[::-1], 1)
+
+    def adjoint_matching_targets(self, adjoint: Tensor) -> Tensor:
+        r"""u_i = -(v_i / b_i) a_{i+1} (the step's KL cost is b_i^2 |u_i|^2 / (2 v_i)), (n, K, d)."""
+        r = (self.reference.coef("v", adjoint.device, adjoint.dtype)
+             / self.reference.coef("b", adjoint.device, adjoint.dtype)).reshape(1, -1, 1)
+        return -r * adjoint[:, 1:]
+
+    def log_weights(self, policy, paths: Paths) -> Tensor:
+        """log w of ``paths`` (n,) float64 under ``policy``: differentiable in its parameters, unless the paths
+        carry the model's means (then the weights of the paths as drawn)."""
+        xs = paths.xs
+        if paths.means is not None:
+            means = paths.means
+        else:
+            a = self.reference.coef("a", xs.device, xs.dtype).unsqueeze(-1)
+            b = self.reference.coef("b", xs.device, xs.dtype).unsqueeze(-1)
+            means = a * xs[:, :-1] + b * self.controls_along(policy, paths)
+        return path_log_ratio(self.reference, xs, means) + paths.log_reward.double() \
+            - self.reference.terminal_log_prob(xs[:, -1])
+
+    def reparametrised_log_weights(self, policy, n: int, generator: Optional[torch.Generator] = None,
+                                   stl: bool = False, device=None, dtype=torch.float32) -> Tensor:
+        r"""log w of n fresh paths drawn with gradients through the path (reparametrisation): the exact
+        discrete path law of :meth:`simulate`, so -E[log w] = KL(P^u | P^*) - log Z of the scheme's chain.
+
+        ``stl`` ("sticking the landing", Roeder et al. 2017): the step densities are evaluated with the
+        control's parameters held fixed (their values are unchanged; the score-function part of the gradient,
+        zero in expectation and not vanishing at the optimum, is dropped). (n,) float64."""
+        feats: list = []
+        ref = self.reference
+        x0 = self.sample_x0(n, generator, device, dtype)
+        xs, means, _ = controlled_paths(ref, self._recording_control(policy, feats, graph=True), x0,
+                                        generator=generator)
+        K = ref.K
+        if stl:
+            frozen = {k: v.detach() for k, v in policy.named_parameters()}
+            langevin = getattr(policy, "uses_features", False)
+            a, b = ref.floats("a"), ref.floats("b")
+            us = []
+            for i in range(K):
+                args = (i * ref.h, xs[:, i], feats[i]) if langevin else (i * ref.h, xs[:, i])
+                us.append(functional_call(policy, frozen, args))
+            means = torch.stack([a[i] * xs[:, i] + b[i] * us[i] for i in range(K)], 1)
+        log_r = self.log_reward(xs[:, -1])
+        return path_log_ratio(ref, xs, means) + log_r.double() - ref.terminal_log_prob(xs[:, -1])

@@ -1,0 +1,112 @@
+r"""The one rollout: fixed-step paths of a Markov chain with additive Gaussian noise, forward or backward,
+and the discrete Girsanov log-ratio of a path.
+
+Every path simulated by the package (controlled samplers, the reference's time reversal for off-policy
+training, the control problems' Euler paths, the bridges' learned processes) is a chain
+
+.. math:: x_{i+1} = m_i(x_i) + n_i(\xi_i),\qquad \xi_i \sim \mathcal N(0, I),
+
+run by :func:`rollout` with a step mean :math:`m_i` and a noise map :math:`n_i` (for the isotropic
+schemes :math:`n_i(\xi) = \sqrt{v_i}\,\xi`; for a control problem with noise matrix sigma,
+:math:`\sqrt h\,\xi\sigma^\top`), or backward from :math:`x_K` (indices K-1 down to 0; the path is returned in
+forward-time order).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence, Tuple
+
+import torch
+
+from .reference import DiscretisedReference
+
+Tensor = torch.Tensor
+
+__all__ = ["rollout", "controlled_paths", "reference_reversal", "path_log_ratio", "step_log_ratio"]
+
+
+def rollout(mean: Callable[[int, Tensor], Tensor], noise_map: Callable[[int, Tensor], Tensor], x_start: Tensor,
+            steps: int, noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
+            noise_dim: Optional[int] = None, backward: bool = False, record: bool = True
+            ) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+    r"""Run :math:`x \leftarrow m_i(x) + n_i(\xi_i)` for i = 0..K-1 (forward, from x_start = x_0) or
+    i = K-1..0 (``backward``, from x_start = x_K).
+
+    Args:
+        mean: ``mean(i, x) -> (n, d)``, the step mean from x at step i.
+        noise_map: ``noise_map(i, xi) -> (n, d)``, the noise added at step i from standard normals xi.
+        noise: standard normals (n, K, noise_dim) to reuse (same noise, same path); else drawn from
+            ``generator`` with ``noise_dim`` (default d) channels.
+        record: keep the whole path; else only the far end is returned (xs (n, d), means None).
+    Returns:
+        xs (n, K + 1, d) in forward-time order, the step means (n, K, d) (indexed by step) and the noise.
+    """
+    n, d = x_start.shape
+    k = d if noise_dim is None else int(noise_dim)
+    if noise is None:
+        noise = torch.randn(n, steps, k, generator=generator, device=x_start.device, dtype=x_start.dtype)
+    elif tuple(noise.shape) != (n, steps, k):
+        raise ValueError(f"noise must have shape ({n}, {steps}, {k}); got {tuple(noise.shape)}")
+    order = range(steps - 1, -1, -1) if backward else range(steps)
+    x, xs, means = x_start, [x_start], []
+    for i in order:
+        m = mean(i, x)
+        x = m + noise_map(i, noise[:, i])
+        if record:
+            xs.append(x)
+            means.append(m)
+    if not record:
+        return x, None, noise
+    if backward:
+        xs, means = xs[::-1], means[::-1]
+    return torch.stack(xs, 1), torch.stack(means, 1), noise
+
+
+def controlled_paths(reference: DiscretisedReference, control: Callable[[int, Tensor], Tensor], x0: Tensor,
+                     noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
+                     explore: float = 0.0, record: bool = True) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+    r"""Paths of the controlled chain :math:`x_{i+1} = a_i x_i + b_i u_i + \sqrt{v_i + \epsilon^2 h}\,\xi_i`,
+    :math:`u_i` = ``control(i, x_i)``; ``explore`` = :math:`\epsilon` widens the noise (exploration, Sendera et
+    al. 2024: the behaviour law differs from the model, whose step density keeps v_i). Differentiable when
+    called with gradients on (a reparametrised path). Returns xs (n, K+1, d), the model means (n, K, d) and
+    the standard normal noise."""
+    a, b = reference.floats("a"), reference.floats("b")
+    std = [math.sqrt(v + explore ** 2 * reference.h) for v in reference.floats("v")]
+    return rollout(lambda i, x: a[i] * x + b[i] * control(i, x), lambda i, xi: std[i] * xi, x0, reference.K,
+                   noise, generator, record=record)
+
+
+def reference_reversal(reference: DiscretisedReference, xK: Tensor, generator: Optional[torch.Generator] = None
+                       ) -> Tensor:
+    r"""Paths (n, K+1, d) of the discrete reference's time reversal ending at ``xK``:
+    :math:`x_i \mid x_{i+1} \sim \mathcal N(a_i w_i / w_{i+1}\,x_{i+1},\ w_i v_i / w_{i+1} I)` (the off-policy
+    "backward" paths from terminal samples)."""
+    a, v, w = reference.floats("a"), reference.floats("v"), reference.w.tolist()
+    c = [a[i] * w[i] / w[i + 1] for i in range(reference.K)]
+    std = [math.sqrt(w[i] * v[i] / w[i + 1]) for i in range(reference.K)]
+    xs, _, _ = rollout(lambda i, x: c[i] * x, lambda i, xi: std[i] * xi, xK, reference.K, generator=generator,
+                       backward=True)
+    return xs
+
+
+def step_log_ratio(reference: DiscretisedReference, x: Tensor, x_next: Tensor, mean: Tensor,
+                   steps: Optional[Sequence[int]] = None) -> Tensor:
+    r"""Per-step :math:`\log\mathcal N(x_{i+1}; a_i x_i, v_i I) - \log\mathcal N(x_{i+1}; m_i, v_i I)`, in float64,
+    for x, x_next, mean of shape (n, K, d) (all steps; or the steps ``steps``). With :math:`\delta = m - a x`
+    and :math:`e = x_{i+1} - m` it is :math:`-\delta\cdot(2e + \delta) / (2 v_i)`, which has no cancellation
+    between two large quadratic forms. Returns (n, K)."""
+    idx = slice(None) if steps is None else torch.as_tensor(steps, device=x.device)
+    a = reference.coef("a", x.device)[idx]
+    v = reference.coef("v", x.device)[idx]
+    xd, xn, m = x.double(), x_next.double(), mean.double()
+    delta = m - a.unsqueeze(-1) * xd
+    return -(delta * (2 * (xn - m) + delta)).sum(-1) / (2 * v)
+
+
+def path_log_ratio(reference: DiscretisedReference, xs: Tensor, means: Tensor) -> Tensor:
+    r"""The discrete Girsanov log-ratio :math:`\log\frac{dP^{ref}}{dP^u}` of paths xs (n, K+1, d) whose model
+    step means are ``means`` (n, K, d): the sum of :func:`step_log_ratio`, (n,) float64. For a path the
+    model drew itself (:math:`x_{i+1} = m_i + \sqrt{v_i}\xi_i`, :math:`m_i = a_i x_i + b_i u_i`) it equals
+    :math:`-\sum_i (b_i/\sqrt{v_i})\,u_i\cdot\xi_i - \sum_i b_i^2 |u_i|^2 / (2 v_i)`; for Euler
+    (:math:`b_i^2/v_i = h`) that is :math:`-\sum u\cdot\Delta W - \tfrac h2\sum |u|^2`."""
+    return step_log_ratio(reference, xs[:, :-1], xs[:, 1:], means).sum(1)
