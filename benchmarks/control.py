@@ -52,8 +52,10 @@ import torch
 torch.set_num_threads(1)
 
 import controlsamp as cs  # noqa: E402
-from controlsamp.control.methods import METHODS  # noqa: E402
+from controlsamp.control.objectives import Batch  # noqa: E402
 from controlsamp.control.policies import AffinePolicy, make_policy  # noqa: E402
+from controlsamp.control.solve import make_objective  # noqa: E402
+from controlsamp.training import Streams  # noqa: E402
 
 # (label, method, solver, dtype): the reversible-Heun adjoint needs float64 (cs.solve refuses float32)
 SOLVERS = [
@@ -129,14 +131,13 @@ def _probe(cfg: dict) -> dict:
     problem, *_ = lqr_problem(steps=cfg["steps"], seed=cfg["problem_seed"])
     dtype = getattr(torch, cfg.get("dtype", "float32"))
     module = make_policy(cfg["policy"], problem).to(dtype)
-    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(0)
-    extra = {"solver": cfg["solver"]} if cfg["method"] in ("adjoint", "backprop") else {}
+    objective = make_objective(cfg["method"], cfg["solver"])
+    opt = torch.optim.Adam(list(module.parameters()) + list(objective.parameters()), lr=1e-3)
+    streams = Streams(0)
 
     def step(batch: int, it: int) -> None:  # what solve() does in one iteration
-        x0 = problem.sample_x0(batch, gen, dtype=dtype)
         opt.zero_grad(set_to_none=True)
-        loss, _ = METHODS[cfg["method"]](problem, module, x0, gen, entropy=it, **extra)
+        loss, _ = objective(problem, module, Batch(batch, streams, streams.entropy(it), "cpu", dtype))
         loss.backward()
         opt.step()
 

@@ -5,6 +5,9 @@
   picture (:func:`controlsamp.train.run_job`); ``--sampler ais`` / ``smc`` run the Monte Carlo
   baselines instead (nothing to train; ``--steps`` sets their temperatures / MALA moves).
 * ``controlsamp demo``: the default job, PIS on gmm25, in about a minute on a CPU.
+* ``--threads N`` (``run``, ``demo``): torch's intra-op CPU threads, a positive integer or ``auto`` (torch's
+  default, one per core); the default is the package's (one thread, or ``CONTROLSAMP_THREADS``; see
+  :mod:`controlsamp._threads`).
 * ``controlsamp check`` prints a table: each closed form of :mod:`controlsamp.exact` and
   :mod:`controlsamp.processes` next to an independent numerical solver (scipy's ODE solvers, a
   log-domain Sinkhorn, Monte Carlo, scipy's matrix exponential), with the error between the two.
@@ -195,8 +198,25 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _threads_arg(value: str) -> str:
+    from ._threads import _parse
+    try:
+        _parse(value, "--threads")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return value
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_threads_arg, default=str(torch.get_num_threads()),
+                   help="torch intra-op CPU threads: a positive integer, or 'auto' for torch's default (one per "
+                        "core); more than 1 only pays for large networks or batches, and slows down badly when "
+                        "other processes share the cores (default: %(default)s, the count in effect: 1 unless "
+                        "CONTROLSAMP_THREADS, OMP_NUM_THREADS or MKL_NUM_THREADS say otherwise)")
+
+
 def main(argv=None) -> int:
-    from . import samplers, targets
+    from . import samplers, set_threads, targets
     parser = argparse.ArgumentParser(prog="controlsamp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="train a diffusion sampler on a target and evaluate it (or run AIS / SMC)")
@@ -223,14 +243,18 @@ def main(argv=None) -> int:
                        help="a .npy file of reference samples (n x d) for a target without an exact sampler: "
                             "W2, Sinkhorn and particle metrics are measured against them")
     p_run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_threads(p_run)
     p_run.set_defaults(func=run)
     p_demo = sub.add_parser("demo", help="PIS on gmm25 in about a minute: picture and metrics")
     p_demo.add_argument("--out", default="runs/demo")
     p_demo.add_argument("--quiet", action="store_true")
+    _add_threads(p_demo)
     p_demo.set_defaults(func=demo)
     p_check = sub.add_parser("check", help="closed forms next to independent numerical solvers")
     p_check.set_defaults(func=check)
     args = parser.parse_args(argv)
+    if getattr(args, "threads", None) is not None:
+        set_threads(args.threads)
     return args.func(args)
 
 

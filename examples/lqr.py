@@ -62,11 +62,9 @@ def main(out: str = "lqr.png", iters: int = 300, seed: int = 0) -> str:
     gen = torch.Generator().manual_seed(seed + 2)
     n = 10
     start = problem.sample_x0(n, gen)
-    noise = np.sqrt(h) * torch.randn(n, steps, 2, generator=gen)
-    S, Bt = torch.tensor(sigma, dtype=torch.float32), torch.tensor(B, dtype=torch.float32)
-    controlled, _ = cs.sde.euler_maruyama(lambda t, x: x @ At.T + sol.policy(t, x) @ Bt.T, S, start, T, steps,
-                                          noise=noise)
-    free, _ = cs.sde.euler_maruyama(lambda t, x: x @ At.T, S, start, T, steps, noise=noise)
+    noise = torch.randn(n, steps, 2, generator=gen)  # standard normals: the same noise drives both paths
+    controlled = problem.simulate(sol.module, start, noise=noise).xs
+    free = problem.simulate(lambda t, x: torch.zeros(x.shape[0], 1, dtype=x.dtype), start, noise=noise).xs
     t_path = np.linspace(0, T, steps + 1)
     for i in range(n):
         ax1.plot(t_path, free[i, :, 0], color="0.6", lw=0.8, label="uncontrolled" if i == 0 else None)

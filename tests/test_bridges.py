@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import controlsamp as cs
-from controlsamp.bridges.halfbridge import BridgeGrid, bridge_matching_batch, mean_matching_batch, simulate
+from controlsamp.bridges.halfbridge import bridge_matching_batch, mean_matching_batch, simulate
+from controlsamp.sde import DiscretisedReference
 from controlsamp.exact.reference_bridge import sample_reference_bridge
 from sampler_helpers import interrupt_on_call
 
@@ -31,7 +32,7 @@ def test_bridge_point_is_the_reference_bridge_law():
     """The bridge point X_t | (x0, xT) of an OU reference has the moments of the exact reference bridge
     (cs.exact.sample_reference_bridge, an independent sequential construction); 4 se bands at n = 20000."""
     ou = cs.processes.OU(1, theta=0.7, sigma=1.3, T=1.0)
-    grid = BridgeGrid(ou, 10)
+    grid = DiscretisedReference(ou, 10, scheme="euler")
     n, k = 20000, 4
     x0 = torch.full((n, 1), 0.5, dtype=torch.float64)
     xT = torch.full((n, 1), -1.0, dtype=torch.float64)
@@ -47,7 +48,7 @@ def test_bridge_matching_targets_are_the_score_drifts():
     """Forward target k x + g^2 grad_x log p(x_T | X_t = x) and backward target (the time reversal's drift
     in s = T - t) -k x + g^2 grad_x log p(X_t = x | x_0), by autograd of the OU transition densities."""
     ou = cs.processes.OU(2, theta=0.4, sigma=0.8, T=1.5)
-    grid = BridgeGrid(ou, 6)
+    grid = DiscretisedReference(ou, 6, scheme="euler")
     g = torch.Generator().manual_seed(0)
     x0, xT = torch.randn(5, 2, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64)
     for fit, k in (("forward", 2), ("backward", 4)):
@@ -61,7 +62,7 @@ def test_bridge_matching_targets_are_the_score_drifts():
             Phi, c, Q = ou.transition(0.0, t)
             lp = torch.distributions.MultivariateNormal(x0 @ Phi.T + c, Q).log_prob(x).sum()
         (score,) = torch.autograd.grad(lp, x)
-        kt, gt = ou._k(t), ou._g(t)
+        kt, gt = ou.k(t), ou.g(t)
         expect = kt * xt + gt ** 2 * score if fit == "forward" else -kt * xt + gt ** 2 * score
         assert torch.allclose(target, expect, atol=1e-10)
 
@@ -71,10 +72,10 @@ def test_mean_matching_target_regresses_to_the_exact_backward_mean():
     target's regression on X_{k+1} is E[X_k - X_{k+1} | X_{k+1}] / h = -sigma^2 (y - m) / (s^2 + sigma^2 t_{k+1})
     exactly (Gaussian conditioning). Least squares on 40000 paths recovers slope and intercept within 4 se."""
     sigma, s2, m = 1.2, 0.5, 0.3
-    grid = BridgeGrid(cs.processes.Brownian(1, sigma=sigma, T=1.0), 10)
+    grid = DiscretisedReference(cs.processes.Brownian(1, sigma=sigma, T=1.0), 10, scheme="euler")
     g = torch.Generator().manual_seed(0)
     x0 = m + math.sqrt(s2) * torch.randn(40000, 1, generator=g, dtype=torch.float64)
-    paths = simulate(grid.reference_drift, x0, grid, "forward", g)
+    paths = simulate(lambda k, x: grid.floats("k")[k] * x, x0, grid, "forward", g)
     k = 5
     idx = torch.arange(40000)
     kk, y, target = mean_matching_batch(paths, "backward", lambda k, x: 0 * x, grid, idx, torch.full((40000,), k))
@@ -185,3 +186,23 @@ def test_resume_equals_a_straight_run(cls, tmp_path):
     c.save(path)
     d = getattr(cs.bridges, cls)(src, tgt, **kw).load(path)
     assert torch.equal(d.sample(10, seed=0)[1], xc)
+
+
+def test_construction_leaves_the_global_stream_and_load_checks_the_configuration(tmp_path):
+    """The networks are seeded without torch.manual_seed on the global stream; save/load use the training
+    checkpoint schema, so a file of another configuration (here ema_warmup) or of another kind is refused."""
+    src, tgt = _gauss(-1.0, 2), _gauss(1.0, 2)
+    torch.manual_seed(123)
+    expect = torch.rand(3)
+    torch.manual_seed(123)
+    m = cs.bridges.DSBM(src, tgt, steps=5, hidden=16, cache_size=64, seed=7)
+    assert torch.equal(torch.rand(3), expect)
+    same = cs.bridges.DSBM(src, tgt, steps=5, hidden=16, cache_size=64, seed=7)
+    for pa, pb in zip(m.nets.parameters(), same.nets.parameters()):
+        assert torch.equal(pa, pb)
+    path = str(tmp_path / "m.pt")
+    m.save(path)
+    with pytest.raises(ValueError, match="ema_warmup"):
+        cs.bridges.DSBM(src, tgt, steps=5, hidden=16, cache_size=64, seed=7, ema_warmup=1).load(path)
+    with pytest.raises(ValueError, match="DSBM"):
+        cs.bridges.DSB(src, tgt, steps=5, hidden=16, cache_size=64, seed=7).load(path)

@@ -1,5 +1,6 @@
-"""What the neural bridge solvers (DSB, DSBM) share: the endpoints, the reference grid, a forward and a
-backward drift network with EMA copies, the alternating half-bridge training loop and sampling.
+"""What the neural bridge solvers (DSB, DSBM) share: the endpoints, the discretised reference, a forward and a
+backward drift network with EMA copies, the alternating half-bridge training (through the package's one
+training loop, :func:`controlsamp.training.fit_loop`) and sampling.
 
 A subclass says how a half-bridge gets its regression data (``_refresh_cache`` and ``_batch``)."""
 from __future__ import annotations
@@ -11,8 +12,9 @@ import torch
 from torch import nn
 
 from .._validate import check_dim, check_positive
-from ..control.loop import clip_gradient, fit_loop
-from .halfbridge import DIRECTIONS, BridgeGrid, DriftNet, as_sampler, make_reference, simulate
+from ..sde import DiscretisedReference
+from ..training import Streams, clip_gradient, fit_loop, load_checkpoint, load_modules, make_optimizer, save_model
+from .halfbridge import DIRECTIONS, DriftNet, as_sampler, make_reference, simulate
 
 Tensor = torch.Tensor
 
@@ -21,8 +23,9 @@ class NeuralBridge(ABC):
     """Base of :class:`~controlsamp.bridges.DSB` and :class:`~controlsamp.bridges.DSBM` (see there)."""
 
     def __init__(self, source, target, sigma: float = 1.0, T: float = 1.0, steps: int = 20, reference=None,
-                 hidden: int = 128, depth: int = 3, ema: float = 0.999, cache_size: int = 4096,
-                 cache_refresh: int = 200, device="cpu", dtype=torch.float32, seed: int = 0):
+                 hidden: int = 128, depth: int = 3, ema: float = 0.999, ema_warmup: float = 10.0,
+                 cache_size: int = 4096, cache_refresh: int = 200, device="cpu", dtype=torch.float32,
+                 seed: int = 0):
         self.source, self.target = as_sampler(source, "source"), as_sampler(target, "target")
         if self.source.dim != self.target.dim:
             raise ValueError(f"source and target must have the same dimension; got {self.source.dim} and "
@@ -30,17 +33,23 @@ class NeuralBridge(ABC):
         self.dim = self.source.dim
         self.T = check_positive(T, "T")
         self.sigma = check_positive(sigma, "sigma")
-        self.grid = BridgeGrid(make_reference(self.dim, self.sigma, self.T, reference), steps)
-        self.steps = self.grid.K
+        process = make_reference(self.dim, self.sigma, self.T, reference)
+        self.reference = DiscretisedReference(process, check_dim(steps, "steps"), scheme="euler")
+        self.steps = self.reference.K
         if not 0.0 <= ema < 1.0:
             raise ValueError(f"ema must be in [0, 1); got {ema}")
         self.cache_size = check_dim(cache_size, "cache_size")
         self.cache_refresh = check_dim(cache_refresh, "cache_refresh")
         self.device, self.dtype = torch.device(device), dtype
-        torch.manual_seed(seed)
-        self.nets = nn.ModuleDict({d + "_drift": DriftNet(self.dim, self.T, check_dim(hidden, "hidden"),
-                                               check_dim(depth, "depth"), ema) for d in DIRECTIONS})
+        hidden, depth = check_dim(hidden, "hidden"), check_dim(depth, "depth")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the networks' initialisation, without touching the caller's global stream
+            self.nets = nn.ModuleDict({d + "_drift": DriftNet(self.dim, self.T, hidden, depth, ema, ema_warmup)
+                                       for d in DIRECTIONS})
         self.nets.to(device=self.device, dtype=dtype)
+        self.config = dict(reference=type(process).__name__, steps=self.steps, sigma=self.sigma, T=self.T,
+                           hidden=hidden, depth=depth, ema=float(ema), ema_warmup=float(ema_warmup),
+                           cache_size=self.cache_size, cache_refresh=self.cache_refresh, seed=int(seed))
         self.history: Dict[str, list] = {}
         self._cache = None
 
@@ -51,38 +60,42 @@ class NeuralBridge(ABC):
 
     def _grid_drift(self, direction: str, use_ema: bool = True):
         """drift(k, x) at grid index k (an int or an (n,) long tensor) for the simulator and the targets;
-        the forward drift is the reference's until a forward network has been trained."""
+        the forward drift is the reference's k(t_k) x until a forward network has been trained."""
         net = self.net(direction)
         if direction == "forward" and not net.trained:
             def f(k, x):
                 if isinstance(k, int):
-                    return self.grid.reference_drift(k, x)
-                kt = torch.tensor(self.grid.k, dtype=x.dtype, device=x.device)[k].unsqueeze(1)
-                return kt * x
+                    return self.reference.floats("k")[k] * x
+                return self.reference.coef("k", x.device, x.dtype)[k].unsqueeze(1) * x
             return f
         if not net.trained:
             raise RuntimeError("the backward drift is not trained yet: call fit() first")
 
         def b(k, x):
-            t = k * self.grid.h if isinstance(k, int) else k.to(x.dtype) * self.grid.h
+            t = k * self.reference.h if isinstance(k, int) else k.to(x.dtype) * self.reference.h
             return net(t if direction == "forward" else self.T - t, x, use_ema)
         return b
 
-    def drift(self, t, x, direction: str = "forward") -> Tensor:
-        """The learned drift at time t of the given direction (the backward process runs in s = T - t from
-        the target law), (n, d); the EMA weights."""
+    def _points(self, x, direction: str) -> Tensor:
+        """Check ``direction`` and turn ``x`` into an (n, d) tensor on the bridge's device and dtype."""
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}; got {direction!r}")
         x = torch.as_tensor(x, device=self.device).to(self.dtype)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (n, {self.dim}); got {tuple(x.shape)}")
+        return x
+
+    def drift(self, t, x, direction: str = "forward") -> Tensor:
+        """The learned drift at time t of the given direction (the backward process runs in s = T - t from
+        the target law), (n, d); the EMA weights."""
+        x = self._points(x, direction)
         t = float(t)
         if not 0.0 <= t <= self.T:
             raise ValueError(f"t must lie in [0, T] = [0, {self.T}]; got {t}")
         net = self.net(direction)
         with torch.no_grad():
             if direction == "forward" and not net.trained:
-                return self.grid.ref._k(t) * x
+                return self.reference.k_at(t) * x
             if not net.trained:
                 raise RuntimeError("the backward drift is not trained yet: call fit() first")
             return net(t, x)
@@ -96,21 +109,16 @@ class NeuralBridge(ABC):
         """(n, K + 1, d) paths in forward-time order: forward from the source, or backward from the target."""
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}; got {direction!r}")
-        gen = torch.Generator().manual_seed(seed)
-        dev_gen = gen if self.device.type == "cpu" else torch.Generator(self.device).manual_seed(seed)
-        x = self._start(direction, check_dim(n, "n"), gen)
-        return simulate(self._grid_drift(direction), x, self.grid, direction, dev_gen)
+        streams = Streams(seed, self.device)
+        x = self._start(direction, check_dim(n, "n"), streams.cpu)
+        return simulate(self._grid_drift(direction), x, self.reference, direction, streams.device)
 
     def transport(self, x, direction: str = "forward", seed: int = 0) -> Tensor:
         """Run the learned process from given points: X_T for X_0 = x (forward), or X_0 for X_T = x
         (backward), (n, d). Repeating a row gives samples of the learned conditional law."""
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}; got {direction!r}")
-        x = torch.as_tensor(x, device=self.device).to(self.dtype)
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (n, {self.dim}); got {tuple(x.shape)}")
-        gen = torch.Generator(self.device).manual_seed(seed)
-        return simulate(self._grid_drift(direction), x, self.grid, direction, gen, record=False)
+        x = self._points(x, direction)
+        return simulate(self._grid_drift(direction), x, self.reference, direction, Streams(seed, self.device).device,
+                        record=False)
 
     def sample(self, n: int, seed: int = 0) -> Tuple[Tensor, Tensor]:
         """(x_0, x_T): the learned forward process from source samples."""
@@ -124,12 +132,14 @@ class NeuralBridge(ABC):
 
     # ---------------------------------------------------------------- training
     @abstractmethod
-    def _refresh_cache(self, fit: str, gen: torch.Generator, dev_gen: torch.Generator) -> None:
-        """Simulate the data a half-bridge fitting the ``fit`` direction regresses on (into ``_cache``)."""
+    def _refresh_cache(self, fit: str, streams: Streams) -> None:
+        """Simulate the data a half-bridge fitting the ``fit`` direction regresses on (into ``_cache``):
+        endpoint draws from ``streams.cpu``, path noise from ``streams.device``."""
 
     @abstractmethod
-    def _batch(self, fit: str, batch: int, gen: torch.Generator, dev_gen: torch.Generator):
-        """(grid indices (n,), states (n, d), regression targets (n, d)) from the cache."""
+    def _batch(self, fit: str, batch: int, streams: Streams):
+        """(grid indices (n,), states (n, d), regression targets (n, d)) from the cache (indices from
+        ``streams.cpu``, bridge noise from ``streams.device``)."""
 
     def fit(self, ipf_iters: int = 10, iters_per_half: int = 1000, batch: int = 256, lr: float = 1e-3,
             seed: int = 0, grad_clip: Optional[float] = None, checkpoint: Optional[str] = None,
@@ -138,26 +148,26 @@ class NeuralBridge(ABC):
         current forward process from the source) and then the forward drift (on the new backward process
         from the target), ``iters_per_half`` Adam steps of ``batch`` regression points each. The data of a
         half-bridge is simulated with the other direction's EMA network and refreshed every
-        ``cache_refresh`` steps. History: ``loss`` per step and ``half`` (0, 1, 2, ...). A checkpoint holds
-        the networks, optimisers, cache and generator, so an interrupted run resumes exactly."""
+        ``cache_refresh`` steps. History: ``loss`` per step and ``half`` (0, 1, 2, ...). A checkpoint
+        (:mod:`controlsamp.training`'s schema) holds the networks, optimisers, cache and random streams, so an
+        interrupted run resumes exactly; one written by another configuration is refused."""
         ipf_iters, iters_per_half = check_dim(ipf_iters, "ipf_iters"), check_dim(iters_per_half, "iters_per_half")
         batch, lr = check_dim(batch, "batch"), check_positive(lr, "lr")
-        opts = {d: torch.optim.Adam(self.net(d).net.parameters(), lr=lr) for d in DIRECTIONS}
-        gen = torch.Generator().manual_seed(seed)  # CPU: endpoint laws and batch indices
-        dev_gen = gen if self.device.type == "cpu" else torch.Generator(self.device).manual_seed(seed + 1)
         n_done = len(self.history.get("loss", []))
         total = n_done + 2 * ipf_iters * iters_per_half
+        opts = {d: make_optimizer([{"params": list(self.net(d).net.parameters()), "lr": lr}], total)[0]
+                for d in DIRECTIONS}
+        streams = Streams(seed, self.device)
         half_offset = int(self.history["half"][-1]) + 1 if self.history.get("half") else 0
 
         def step(it: int) -> Dict[str, float]:
-            j = it - n_done
-            half, inner = divmod(j, iters_per_half)
+            half, inner = divmod(it - n_done, iters_per_half)
             fit_dir = DIRECTIONS[1 - half % 2]  # backward first: the first forward process is the reference
             if inner % self.cache_refresh == 0 or self._cache is None:
-                self._refresh_cache(fit_dir, gen, dev_gen)
-            t_idx, x, target = self._batch(fit_dir, batch, gen, dev_gen)
+                self._refresh_cache(fit_dir, streams)
+            t_idx, x, target = self._batch(fit_dir, batch, streams)
             dn = self.net(fit_dir)
-            t = t_idx.to(x.dtype) * self.grid.h
+            t = t_idx.to(x.dtype) * self.reference.h
             pred = dn.net(t if fit_dir == "forward" else self.T - t, x)
             loss = ((pred - target) ** 2).sum(1).mean()
             opts[fit_dir].zero_grad(set_to_none=True)
@@ -171,31 +181,39 @@ class NeuralBridge(ABC):
             return {"loss": loss.item(), "half": float(half_offset + half)}
 
         def extra():
-            return {"gen": gen.get_state(), "dev_gen": dev_gen.get_state(), "cache": self._cache,
-                    "trained": {d: self.net(d).trained for d in DIRECTIONS}}
+            return {"cache": self._cache, "trained": self._trained()}
 
         def restore(ex):
-            gen.set_state(ex["gen"])
-            dev_gen.set_state(ex["dev_gen"])
             self._cache = ex["cache"]
-            for d in DIRECTIONS:
-                self.net(d).trained = ex["trained"][d]
+            self._set_trained(ex["trained"])
 
         modules = {"nets": self.nets, "opt_forward": opts["forward"], "opt_backward": opts["backward"]}
-        fit_loop(step, total, modules, self.history, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                 resume=resume, progress=progress, extra=extra, restore_extra=restore,
-                 desc=type(self).__name__)
+        config = dict(self.config, ipf_iters=ipf_iters, iters_per_half=iters_per_half, batch=batch, lr=float(lr),
+                      fit_seed=int(seed), grad_clip=grad_clip)
+        fit_loop(step, total, modules, self.history, kind=type(self).__name__, config=config, streams=streams,
+                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
+                 extra=extra, restore_extra=restore, postfix=("loss", "half"), start=n_done)
         return self
 
     # ---------------------------------------------------------------- persistence
+    def _trained(self) -> Dict[str, bool]:
+        return {d: self.net(d).trained for d in DIRECTIONS}
+
+    def _set_trained(self, trained: Dict[str, bool]) -> None:
+        for d in DIRECTIONS:
+            self.net(d).trained = bool(trained[d])
+
     def save(self, path: str) -> None:
-        torch.save({"nets": self.nets.state_dict(), "trained": {d: self.net(d).trained for d in DIRECTIONS},
-                    "history": self.history}, path)
+        """Write the networks (with their EMA copies), which directions are trained, and the history, in the
+        checkpoint schema of :mod:`controlsamp.training` with this bridge's configuration."""
+        save_model(path, type(self).__name__, self.config, {"nets": self.nets}, self.history,
+                   {"trained": self._trained()})
 
     def load(self, path: str):
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        self.nets.load_state_dict(state["nets"])
-        for d in DIRECTIONS:
-            self.net(d).trained = state["trained"][d]
-        self.history = state["history"]
+        """Load a file written by :meth:`save` into this bridge (built with the same arguments; a file of
+        another kind or configuration is refused)."""
+        payload = load_checkpoint(path, type(self).__name__, self.config, map_location=self.device)
+        load_modules(payload, {"nets": self.nets})
+        self._set_trained(payload["extra"]["trained"])
+        self.history = payload["history"]
         return self

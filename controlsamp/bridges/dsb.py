@@ -29,22 +29,26 @@ class DSB(NeuralBridge):
         steps: Euler steps K of the grid.
         reference: an isotropic linear process of :mod:`controlsamp.processes` (Brownian, OU, VP).
         hidden, depth: the drift networks' MLP width and depth; ema: EMA decay of the weights used to
-            simulate and to sample.
+            simulate and to sample; ema_warmup: the EMA's warm-up, decay min(ema, (1 + n) / (ema_warmup + n))
+            at the n-th update (see :class:`~controlsamp.bridges.halfbridge.DriftNet`).
         cache_size, cache_refresh: paths simulated per cache, and how many steps a cache serves.
+        seed: the networks' initialisation (seeded inside ``torch.random.fork_rng``: the caller's global
+            stream is untouched); ``fit(seed=...)`` seeds the training's own random streams.
 
     ``fit(ipf_iters, iters_per_half, batch, lr, seed)``; ``sample(n) -> (x0, xT)`` (forward from the source),
-    ``sample_backward(n)``, ``drift(t, x, direction)``.
+    ``sample_backward(n)``, ``drift(t, x, direction)``, ``save(path)`` / ``load(path)`` (a file of another
+    configuration is refused).
     """
 
-    def _refresh_cache(self, fit, gen, dev_gen):
+    def _refresh_cache(self, fit, streams):
         other = "forward" if fit == "backward" else "backward"
-        x = self._start(other, self.cache_size, gen)
-        self._cache = simulate(self._grid_drift(other), x, self.grid, other, dev_gen)
+        x = self._start(other, self.cache_size, streams.cpu)
+        self._cache = simulate(self._grid_drift(other), x, self.reference, other, streams.device)
 
-    def _batch(self, fit, batch, gen, dev_gen):
+    def _batch(self, fit, batch, streams):
         other = "forward" if fit == "backward" else "backward"
-        idx = torch.randint(self._cache.shape[0], (batch,), generator=gen).to(self.device)
-        k = torch.randint(self.grid.K, (batch,), generator=gen).to(self.device)
+        idx = torch.randint(self._cache.shape[0], (batch,), generator=streams.cpu).to(self.device)
+        k = torch.randint(self.reference.K, (batch,), generator=streams.cpu).to(self.device)
         drift_other = self._grid_drift(other)
         with torch.no_grad():
-            return mean_matching_batch(self._cache, fit, drift_other, self.grid, idx, k)
+            return mean_matching_batch(self._cache, fit, drift_other, self.reference, idx, k)

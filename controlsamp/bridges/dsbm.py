@@ -22,16 +22,16 @@ class DSBM(NeuralBridge):
     :class:`~controlsamp.bridges.DSB`. Its cache holds couplings (x_0, x_T), not paths: a fresh bridge
     point is drawn for every regression sample."""
 
-    def _refresh_cache(self, fit, gen, dev_gen):
+    def _refresh_cache(self, fit, streams):
         other = "forward" if fit == "backward" else "backward"
-        x = self._start(other, self.cache_size, gen)
-        far = simulate(self._grid_drift(other), x, self.grid, other, dev_gen, record=False)
+        x = self._start(other, self.cache_size, streams.cpu)
+        far = simulate(self._grid_drift(other), x, self.reference, other, streams.device, record=False)
         self._cache = (x, far) if other == "forward" else (far, x)
 
-    def _batch(self, fit, batch, gen, dev_gen):
+    def _batch(self, fit, batch, streams):
         x0, xT = self._cache
-        idx = torch.randint(x0.shape[0], (batch,), generator=gen).to(self.device)
+        idx = torch.randint(x0.shape[0], (batch,), generator=streams.cpu).to(self.device)
         lo = 0 if fit == "forward" else 1  # the forward drift acts at t_0..t_{K-1}, the backward at t_1..t_K
-        k = torch.randint(lo, self.grid.K + lo, (batch,), generator=gen).to(self.device)
+        k = torch.randint(lo, self.reference.K + lo, (batch,), generator=streams.cpu).to(self.device)
         with torch.no_grad():
-            return bridge_matching_batch(x0[idx], xT[idx], fit, self.grid, k, dev_gen)
+            return bridge_matching_batch(x0[idx], xT[idx], fit, self.reference, k, streams.device)

@@ -2,7 +2,8 @@ r"""The half-bridge: fit the time reversal of a Markov process, started from a m
 
 Every IPF-style bridge solver alternates one step: given a process (a drift on a time grid) and a law at
 one end, learn the drift of the process run the other way from that law. Two ways to get the regression
-targets are here, sharing one grid, one simulator and one regression loop:
+targets are here, sharing one grid (a :class:`~controlsamp.sde.DiscretisedReference` under the Euler scheme),
+one simulator (:func:`controlsamp.sde.rollout`) and one regression loop:
 
 * **mean matching** (De Bortoli et al. 2021, "Diffusion Schrödinger bridge", Prop. 3): on paths of the
   current process, discretised with Euler–Maruyama steps X_{k+1} = X_k + h f_k(X_k) + g_k sqrt(h) Z, the
@@ -16,8 +17,10 @@ targets are here, sharing one grid, one simulator and one regression loop:
   onto -k(t) X_t - g(t)^2 (X_t - phi(0, t) X_0) / q(0, t).
 
 The reference is an isotropic linear SDE of :mod:`controlsamp.processes`, dX = k(t) X dt + g(t) dW, with
-kernel N(phi(s, t) x, q(s, t) I). Paths are always stored in forward-time order, (n, K + 1, d): index k
-holds X at t_k = k h. A backward drift is a function of the reversed time s = T - t (DESIGN.md).
+kernel N(phi(s, t) x, q(s, t) I), discretised as ``DiscretisedReference(process, steps, scheme="euler")``: its
+per-step ``g`` and ``v = g^2 h`` give the Euler noise, its ``phi0, q0, phiT, qT`` the exact reference-bridge
+points. Paths are always stored in forward-time order, (n, K + 1, d): index k holds X at t_k = k h. A
+backward drift is a function of the reversed time s = T - t (DESIGN.md).
 """
 from __future__ import annotations
 
@@ -28,43 +31,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validate import check_dim
 from ..control.policies import MLPPolicy
 from ..exact.reference_bridge import isotropic_bridge_point
 from ..processes import Brownian
 from ..processes.base import IsotropicLinearSDE
+from ..sde import DiscretisedReference, rollout
 
 Tensor = torch.Tensor
 DIRECTIONS = ("forward", "backward")
 
 
-class BridgeGrid:
-    """A uniform grid t_k = k T / K, k = 0..K, with an isotropic linear reference's coefficients at its
-    points (k(t_k), g(t_k)) and kernels phi, q between grid points and the ends."""
-
-    def __init__(self, reference: IsotropicLinearSDE, steps: int):
-        if not isinstance(reference, IsotropicLinearSDE):
-            raise ValueError("reference must be an isotropic linear process of controlsamp.processes "
-                             f"(Brownian, OU, VP, ...); got {type(reference).__name__}")
-        self.ref, self.K, self.T = reference, check_dim(steps, "steps"), float(reference.T)
-        self.h = self.T / self.K
-        self.t = [k * self.h for k in range(self.K + 1)]
-        self.k = [reference._k(t) for t in self.t]
-        self.g = [reference._g(t) for t in self.t]
-        # kernels from 0 to t_k and from t_k to T (q vanishes at the pinned end)
-        self.phi0 = [reference._phi_q(0.0, t)[0] if t > 0 else 1.0 for t in self.t]
-        self.q0 = [reference._phi_q(0.0, t)[1] if t > 0 else 0.0 for t in self.t]
-        self.phiT = [reference._phi_q(t, self.T)[0] if t < self.T else 1.0 for t in self.t]
-        self.qT = [reference._phi_q(t, self.T)[1] if t < self.T else 0.0 for t in self.t]
-
-    def reference_drift(self, k: int, x: Tensor) -> Tensor:
-        return self.k[k] * x
-
-
 def make_reference(dim: int, sigma: float, T: float, reference: Optional[IsotropicLinearSDE]) -> IsotropicLinearSDE:
-    """Brownian sigma dW on [0, T] unless a reference process is given (whose dim and T must match)."""
+    """Brownian sigma dW on [0, T] unless a reference process is given (an isotropic linear process of
+    :mod:`controlsamp.processes` whose dim and T must match)."""
     if reference is None:
         return Brownian(dim, sigma=sigma, T=T)
+    if not isinstance(reference, IsotropicLinearSDE):
+        raise ValueError("reference must be an isotropic linear process of controlsamp.processes (Brownian, OU, "
+                         f"VP, ...); got {type(reference).__name__}")
     if getattr(reference, "dim", None) != dim:
         raise ValueError(f"reference must have dim {dim} (the endpoints'); got {getattr(reference, 'dim', None)}")
     if abs(float(reference.T) - float(T)) > 1e-12:
@@ -109,17 +93,20 @@ def as_sampler(obj, name: str) -> Callable[[int, torch.Generator], Tensor]:
 
 class DriftNet(nn.Module):
     """A drift network b(t, x) (an :class:`~controlsamp.control.policies.MLPPolicy`) with an EMA copy
-    used for simulation (exponential moving average of the weights, decay ``ema`` after a warm-up:
-    min(ema, (1 + n) / (10 + n)) at the n-th update)."""
+    used for simulation: an exponential moving average of the weights whose decay at the n-th update is
+    min(ema, (1 + n) / (ema_warmup + n)). The warm-up lets short runs move off the initial weights (the
+    decay starts at 1 / ema_warmup and reaches ``ema`` after about ema_warmup / (1 - ema) updates);
+    ``ema_warmup=1`` turns it off (after the first update, which copies the weights)."""
 
-    def __init__(self, dim: int, T: float, hidden: int, depth: int, ema: float):
+    def __init__(self, dim: int, T: float, hidden: int, depth: int, ema: float, ema_warmup: float = 10.0):
         super().__init__()
+        if not ema_warmup >= 1.0:
+            raise ValueError(f"ema_warmup must be >= 1; got {ema_warmup}")
         self.net = MLPPolicy(dim, dim, T, hidden=hidden, depth=depth)
-        decay = float(ema)
+        decay, warmup = float(ema), float(ema_warmup)
 
         def avg(avg_p: Tensor, p: Tensor, n) -> Tensor:
-            # warm-up: the decay min(ema, (1 + n) / (10 + n)) lets short runs move off the initial weights
-            d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+            d = min(decay, (1.0 + float(n)) / (warmup + float(n)))
             return d * avg_p + (1.0 - d) * p
         self.ema = torch.optim.swa_utils.AveragedModel(self.net, avg_fn=avg)
         self.trained = False
@@ -128,39 +115,31 @@ class DriftNet(nn.Module):
         return (self.ema if use_ema else self.net)(t, x)
 
 
-def simulate(drift: Callable[[int, Tensor], Tensor], x_start: Tensor, grid: BridgeGrid, direction: str,
-             generator: torch.Generator, record: bool = True) -> Tensor:
-    """Euler–Maruyama paths of a process on the grid, in forward-time order (n, K + 1, d) (or only the far
-    end, (n, d), with ``record=False``).
+def simulate(drift: Callable[[int, Tensor], Tensor], x_start: Tensor, reference: DiscretisedReference,
+             direction: str, generator: torch.Generator, record: bool = True) -> Tensor:
+    """Euler–Maruyama paths of a process on the reference's grid (:func:`controlsamp.sde.rollout`), in
+    forward-time order (n, K + 1, d) (or only the far end, (n, d), with ``record=False``).
 
-    forward:  X_{k+1} = X_k + h drift(k, X_k) + g_k sqrt(h) Z, from X_0 = x_start;
-    backward: X_k = X_{k+1} + h drift(k + 1, X_{k+1}) + g_k sqrt(h) Z, from X_K = x_start,
-    where ``drift(k, x)`` is the drift applied at grid point k (the backward one in reversed time)."""
-    K, h = grid.K, grid.h
-    x = x_start
-    out = [x] if record else None
-    order = range(K) if direction == "forward" else range(K - 1, -1, -1)
+    forward:  X_{k+1} = X_k + h drift(k, X_k) + sqrt(v_k) Z, from X_0 = x_start;
+    backward: X_k = X_{k+1} + h drift(k + 1, X_{k+1}) + sqrt(v_k) Z, from X_K = x_start,
+    where ``drift(k, x)`` is the drift applied at grid point k (the backward one in reversed time) and
+    v_k = g(t_k)^2 h the Euler step variance of the reference."""
+    h, at = reference.h, (0 if direction == "forward" else 1)
+    std = [math.sqrt(v) for v in reference.floats("v")]
     with torch.no_grad():
-        for k in order:
-            z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-            at = k if direction == "forward" else k + 1
-            x = x + h * drift(at, x) + grid.g[k] * math.sqrt(h) * z
-            if record:
-                out.append(x)
-    if not record:
-        return x
-    paths = torch.stack(out, 1)
-    return paths if direction == "forward" else paths.flip(1)
+        xs, _, _ = rollout(lambda k, x: x + h * drift(k + at, x), lambda k, z: std[k] * z, x_start, reference.K,
+                           generator=generator, backward=direction != "forward", record=record)
+    return xs
 
 
 def mean_matching_batch(paths: Tensor, fit: str, drift_other: Callable[[Tensor, Tensor], Tensor],
-                        grid: BridgeGrid, idx: Tensor, k: Tensor):
+                        reference: DiscretisedReference, idx: Tensor, k: Tensor):
     """Inputs (grid index, x) and targets for fitting the ``fit`` direction's drift from paths of the
     other direction, at rows ``idx`` and steps k in 0..K-1 (the pair X_k, X_{k+1}).
 
     ``drift_other(k_vec, x)`` is the other direction's drift at grid indices k_vec (forward: at k, backward:
     at k + 1). Returns (grid index of the input state, input state, target)."""
-    h = grid.h
+    h = reference.h
     x0, x1 = paths[idx, k], paths[idx, k + 1]
     if fit == "backward":  # b_{k+1}(X_{k+1}) ~ (X_k - X_{k+1}) / h + f_k(X_k) - f_k(X_{k+1})
         target = (x0 - x1) / h + drift_other(k, x0) - drift_other(k, x1)
@@ -169,16 +148,16 @@ def mean_matching_batch(paths: Tensor, fit: str, drift_other: Callable[[Tensor, 
     return k, x0, target
 
 
-def bridge_matching_batch(x0: Tensor, xT: Tensor, fit: str, grid: BridgeGrid, k: Tensor,
+def bridge_matching_batch(x0: Tensor, xT: Tensor, fit: str, reference: DiscretisedReference, k: Tensor,
                           generator: torch.Generator):
     """A reference-bridge point X_{t_k} between each coupled pair (x0, xT) (exact Gaussian conditional)
     and the bridge-matching target of the ``fit`` direction at it; forward fits use k in 0..K-1, backward
-    fits k in 1..K. Returns (grid index, X_{t_k}, target)."""
-    kk = k.tolist()
-    col = lambda vals: torch.tensor([vals[j] for j in kk], dtype=x0.dtype, device=x0.device).unsqueeze(1)
-    phi0, q0, phiT, qT = col(grid.phi0), col(grid.q0), col(grid.phiT), col(grid.qT)
-    kt, gt = col(grid.k), col(grid.g)
-    z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+    fits k in 1..K (k(t) and g(t) are read at all K + 1 grid points). Returns (grid index, X_{t_k}, target)."""
+    like = dict(dtype=x0.dtype, device=x0.device)
+    phi0, q0, phiT, qT = reference.bridge_coefficients(k, **like)
+    at_points = lambda fn: torch.tensor([fn(t) for t in reference.t], **like)[k].unsqueeze(1)
+    kt, gt = at_points(reference.k_at), at_points(reference.g_at)
+    z = torch.randn(x0.shape, generator=generator, **like)
     xt = isotropic_bridge_point(phi0, q0, phiT, qT, x0, xT, z)
     if fit == "forward":
         target = kt * xt + gt ** 2 * phiT * (xT - phiT * xt) / qT

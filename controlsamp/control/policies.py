@@ -10,12 +10,6 @@ from torch import nn
 Tensor = torch.Tensor
 
 
-def _time_column(t, x: Tensor) -> Tensor:
-    """t (a float or a 0-d/1-element tensor) as an (n, 1) column matching x."""
-    tt = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1)
-    return tt[:1].expand(x.shape[0]).unsqueeze(1) if tt.numel() == 1 else tt.reshape(-1, 1)
-
-
 class FourierTime(nn.Module):
     r"""Time features [sin(2 pi k t / T), cos(2 pi k t / T)]_{k=1..K} and t/T (Tancik et al. 2020)."""
 
@@ -59,13 +53,33 @@ class MLPPolicy(nn.Module):
             nn.init.zeros_(gain_last.bias)
             self.gain = nn.Sequential(nn.Linear(self.time.out_dim, hidden), nn.SiLU(), gain_last)
 
+    def _time_terms(self, t, x: Tensor):
+        """The time-only parts of the network: the first layer's time columns plus its bias, (r, hidden), and
+        the gain c(t), (r, m), evaluated once per distinct time (r = 1 for a scalar t, else one row per point,
+        gathered from the distinct values: a batch of paths on a grid holds only K distinct times)."""
+        col = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1, 1)
+        inverse = None
+        if col.shape[0] > 1:
+            col, inverse = torch.unique(col, return_inverse=True)
+            col = col.reshape(-1, 1)
+        tf = self.time(col)
+        first = self.net[0]
+        bias = torch.nn.functional.linear(tf, first.weight[:, self.dim:], first.bias)
+        gain = self.gain(tf) if self.feature is not None else None
+        if inverse is not None:
+            inverse = inverse.reshape(-1)
+            bias = bias[inverse]
+            gain = gain[inverse] if gain is not None else None
+        return bias, gain
+
     def forward(self, t, x: Tensor, features: Optional[Tensor] = None) -> Tensor:
         """u(t, x); ``features`` (n, m), when given, replaces ``feature(x)`` (a caller that already has the
         feature values, e.g. target scores along a path, avoids recomputing them)."""
-        tf = self.time(_time_column(t, x))
-        u = self.net(torch.cat([x, tf], dim=1))
-        if self.feature is not None:
-            u = u + self.gain(tf) * (self.feature(x) if features is None else features)
+        bias, gain = self._time_terms(t, x)
+        first = self.net[0]
+        u = self.net[1:](torch.nn.functional.linear(x, first.weight[:, : self.dim]) + bias)
+        if gain is not None:
+            u = u + gain * (self.feature(x) if features is None else features)
         return u
 
 

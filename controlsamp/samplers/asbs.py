@@ -37,7 +37,7 @@ import torch
 from .._validate import check_dim, check_positive
 from ..control.policies import MLPPolicy
 from ..exact.reference_bridge import isotropic_bridge_point
-from ..processes import Brownian
+from ..processes import Brownian, IsotropicLinearSDE
 from ..sde import DiscretisedReference
 from ..training import Streams, clip_gradient, fit_loop, make_optimizer
 from .base import DiffusionSampler, check_target
@@ -51,7 +51,10 @@ class ASBS(DiffusionSampler):
 
     Args:
         prior_std: the prior N(0, prior_std^2 I); 0 is the point prior of adjoint sampling.
-        sigma, T, steps: the Brownian reference sigma dW on [0, T] and its Euler grid.
+        sigma, T, steps: the Brownian reference sigma dW on [0, T] and its grid.
+        reference: any isotropic linear reference process of :mod:`controlsamp.processes` (e.g. an OU or VP
+            process, of the target's dimension) instead of the Brownian one; sigma and T are then its own.
+        scheme: the discretisation of the controlled chain, ``"euler"`` (default) or ``"exponential"``.
         corrector: ``"learned"`` (corrector matching, ASBS) or ``"reference"`` (the reference's terminal
             score, exact for the point prior: adjoint sampling).
         corrector_hidden: width of the corrector network h(x).
@@ -66,7 +69,8 @@ class ASBS(DiffusionSampler):
     default_loss = "am"
 
     def __init__(self, target, prior_std: float = 1.0, steps: int = 100, sigma: float = 1.0, T: float = 1.0,
-                 corrector: str = "learned", corrector_hidden: int = 64, langevin: bool = False, **kwargs):
+                 corrector: str = "learned", corrector_hidden: int = 64, langevin: bool = False,
+                 reference: Optional[IsotropicLinearSDE] = None, scheme: str = "euler", **kwargs):
         check_target(target)
         sigma, T, steps = check_positive(sigma, "sigma"), check_positive(T, "T"), check_dim(steps, "steps")
         prior_std = float(prior_std)
@@ -74,8 +78,14 @@ class ASBS(DiffusionSampler):
             raise ValueError(f"prior_std must be a finite number >= 0; got {prior_std}")
         if corrector not in CORRECTORS:
             raise ValueError(f"corrector must be one of {CORRECTORS}; got {corrector!r}")
-        reference = DiscretisedReference(Brownian(target.dim, sigma=sigma, T=T), steps, scheme="euler",
-                                         v0=prior_std ** 2)
+        if reference is None:
+            reference = Brownian(target.dim, sigma=sigma, T=T)
+        elif not isinstance(reference, IsotropicLinearSDE) or reference.dim != target.dim:
+            raise ValueError("reference must be an isotropic linear process of controlsamp.processes with the "
+                             f"target's dimension {target.dim}; got {reference!r}")
+        ref_name = repr(reference)
+        reference = DiscretisedReference(reference, steps, scheme=scheme, v0=prior_std ** 2)
+        T = reference.T
         super().__init__(target, reference, langevin=langevin, **kwargs)
         self.sigma, self.prior_std, self.corrector_kind = sigma, prior_std, corrector
         if corrector == "learned" and prior_std == 0.0:
@@ -85,7 +95,8 @@ class ASBS(DiffusionSampler):
             self.corrector = MLPPolicy(self.dim, self.dim, T, hidden=check_dim(corrector_hidden, "corrector_hidden"))
         self.corrector.to(device=self.device, dtype=self.dtype)
         self._phi0T, self._q0T = float(reference.phi0[-1]), float(reference.q0[-1])
-        self.config.update(sampler="asbs", sigma=sigma, prior_std=prior_std, corrector=self.corrector_kind)
+        self.config.update(sampler="asbs", sigma=sigma, prior_std=prior_std, corrector=self.corrector_kind,
+                           reference=ref_name)
 
     # ---------------------------------------------------------------- the corrector
     def corrector_score(self, x: Tensor) -> Tensor:

@@ -67,6 +67,7 @@ class DiffusionSampler:
     name = "sampler"
     default_loss = "tb"
     trainable = True
+    weighted = False
 
     def __init__(self, target: Target, reference: DiscretisedReference, hidden: int = 64, depth: int = 2,
                  n_freq: int = 4, langevin: bool = True, score_clip: float = 1e2, parametrisation: str = "control",
@@ -135,6 +136,12 @@ class DiffusionSampler:
         """The importance-sampling estimate log mean w over n paths (unbiased for Z in discrete time)."""
         _, lw = self.sample(n, seed)
         return float(torch.logsumexp(lw, 0) - math.log(lw.shape[0]))
+
+    def eubo_log_weights(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """log w of the reference's time-reversed paths ending at target samples x (their mean is the EUBO)."""
+        x = torch.as_tensor(x, device=self.device).to(self.dtype)
+        with torch.no_grad():
+            return self.log_weights(self.problem.backward_paths(x, self.problem.log_reward(x), generator))
 
     # ------------------------------------------------------------------ training
     def make_objective(self, loss, **options) -> Objective:

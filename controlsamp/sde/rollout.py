@@ -91,16 +91,15 @@ def reference_reversal(reference: DiscretisedReference, xK: Tensor, generator: O
 
 def step_log_ratio(reference: DiscretisedReference, x: Tensor, x_next: Tensor, mean: Tensor,
                    steps: Optional[Sequence[int]] = None) -> Tensor:
-    r"""Per-step :math:`\log\mathcal N(x_{i+1}; a_i x_i, v_i I) - \log\mathcal N(x_{i+1}; m_i, v_i I)`, in float64,
-    for x, x_next, mean of shape (n, K, d) (all steps; or the steps ``steps``). With :math:`\delta = m - a x`
+    r"""Per-step :math:`\log\mathcal N(x_{i+1}; a_i x_i, v_i I) - \log\mathcal N(x_{i+1}; m_i, v_i I)`, returned in
+    float64 (the residuals are formed in the paths' dtype), for x, x_next, mean of shape (n, K, d) (all steps; or the steps ``steps``). With :math:`\delta = m - a x`
     and :math:`e = x_{i+1} - m` it is :math:`-\delta\cdot(2e + \delta) / (2 v_i)`, which has no cancellation
     between two large quadratic forms. Returns (n, K)."""
     idx = slice(None) if steps is None else torch.as_tensor(steps, device=x.device)
-    a = reference.coef("a", x.device)[idx]
+    a = reference.coef("a", x.device, x.dtype)[idx]
     v = reference.coef("v", x.device)[idx]
-    xd, xn, m = x.double(), x_next.double(), mean.double()
-    delta = m - a.unsqueeze(-1) * xd
-    return -(delta * (2 * (xn - m) + delta)).sum(-1) / (2 * v)
+    delta = mean - a.unsqueeze(-1) * x  # residuals in the paths' dtype, sums over steps in float64
+    return -(delta * (2 * (x_next - mean) + delta)).sum(-1).double() / (2 * v)
 
 
 def path_log_ratio(reference: DiscretisedReference, xs: Tensor, means: Tensor) -> Tensor:

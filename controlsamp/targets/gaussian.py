@@ -75,6 +75,11 @@ class GaussianMixture(Target):
             raise ValueError(f"covs must have shape ({K}, {self.dim}, {self.dim}); got {tuple(covs.shape)}")
         self.covs = torch.stack([check_spd(c, f"covs[{k}]") for k, c in enumerate(covs)])
         self._chols = torch.linalg.cholesky(self.covs)
+        # isotropic components (S_k = s_k I, e.g. gmm25, gmm40): a closed form without triangular solves
+        s_k = torch.diagonal(self.covs, dim1=1, dim2=2).mean(1)
+        self._iso_var = s_k if torch.equal(self.covs, s_k[:, None, None] * torch.eye(self.dim, dtype=DTYPE)) else None
+        if self._iso_var is not None:
+            self._iso_const = torch.log(self.weights) - 0.5 * self.dim * torch.log(2 * math.pi * s_k)
         self.log_Z = 0.0
         self.name = name
 
@@ -83,8 +88,10 @@ class GaussianMixture(Target):
         return self.weights.shape[0]
 
     def component_log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """log w_k + log N(x; m_k, S_k), shape (n, K)."""
+        """log w_k + log N(x; m_k, S_k), shape (n, K), float64."""
         self._check_x(x)
+        if self._iso_var is not None:
+            return self._iso_logits(x.to(DTYPE))
         means, chols, weights = _on(self, x.device, "means", "_chols", "weights")
         diff = (x.to(DTYPE).unsqueeze(0) - means.unsqueeze(1)).transpose(1, 2)  # (K, d, n)
         z = torch.linalg.solve_triangular(chols, diff, upper=False)
@@ -95,7 +102,19 @@ class GaussianMixture(Target):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(self.component_log_prob(x), dim=1).to(x.dtype)
 
+    def _iso_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """log w_k - |x - m_k|^2 / (2 s_k) - d/2 log(2 pi s_k) in the dtype of x, (n, K)."""
+        means, var, const = _on(self, x.device, "means", "_iso_var", "_iso_const")
+        means, var, const = means.to(x.dtype), var.to(x.dtype), const.to(x.dtype)
+        d2 = ((x.unsqueeze(1) - means.unsqueeze(0)) ** 2).sum(-1)
+        return const - 0.5 * d2 / var
+
     def score(self, x: torch.Tensor) -> torch.Tensor:
+        if self._iso_var is not None:  # sum_k r_k(x) (m_k - x) / s_k, in the dtype of x
+            self._check_x(x)
+            means, var = (v.to(x.dtype) for v in _on(self, x.device, "means", "_iso_var"))
+            r = torch.softmax(self._iso_logits(x), dim=1) / var  # (n, K)
+            return r @ means - r.sum(1, keepdim=True) * x
         post = torch.softmax(self.component_log_prob(x), dim=1)  # (n, K)
         means, chols = _on(self, x.device, "means", "_chols")
         diff = (x.to(DTYPE).unsqueeze(0) - means.unsqueeze(1)).transpose(1, 2)
