@@ -27,26 +27,26 @@ def as_tensor(value, name: str, dtype: torch.dtype = DTYPE, device=None) -> torc
     return out
 
 
-def check_positive(value, name: str) -> float:
-    """A finite scalar > 0."""
+def _check_scalar(value, name: str, strict: bool) -> float:
+    """A finite scalar > 0 (``strict``) or >= 0, else a ValueError naming ``name``."""
+    kind = "positive" if strict else "non-negative"
     try:
         v = float(value)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a positive number; got {value!r}") from exc
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a positive finite number; got {v}")
+        raise ValueError(f"{name} must be a {kind} number; got {value!r}") from exc
+    if not math.isfinite(v) or v < 0 or (strict and v == 0):
+        raise ValueError(f"{name} must be a {kind} finite number; got {v}")
     return v
+
+
+def check_positive(value, name: str) -> float:
+    """A finite scalar > 0."""
+    return _check_scalar(value, name, strict=True)
 
 
 def check_nonnegative(value, name: str) -> float:
     """A finite scalar >= 0."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a non-negative number; got {value!r}") from exc
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a non-negative finite number; got {v}")
-    return v
+    return _check_scalar(value, name, strict=False)
 
 
 def check_dim(value, name: str = "dim") -> int:

@@ -67,7 +67,7 @@ def evaluate(sampler, n: int = 2000, seed: int = 12345, n_ot: int = 2000, sinkho
     t0 = time.perf_counter()
     x, lw = sampler.sample(n, seed=seed)
     sample_s = time.perf_counter() - t0
-    resample = not getattr(sampler, "trainable", True)
+    resample = sampler.weighted
     if resample:  # AIS / SMC: weighted particles; the sample metrics and samples.npy use them resampled
         x = x[systematic_resample(lw, torch.Generator(device=lw.device).manual_seed(seed))]
     est, se = metrics.log_Z(lw, seed=seed)
@@ -86,10 +86,9 @@ def evaluate(sampler, n: int = 2000, seed: int = 12345, n_ot: int = 2000, sinkho
     else:
         truth = check_points(reference, "reference", target.dim).to(device=sampler.device, dtype=sampler.dtype)
         out["reference_n"] = len(truth)
-    if exact and truth is not None and hasattr(sampler, "problem"):  # EUBO: paths from the truth (diffusion samplers)
-        with torch.no_grad():
-            paths = sampler.problem.backward_paths(truth, sampler.problem.log_reward(truth), gen)
-            out["eubo"] = metrics.eubo(sampler.log_weights(paths))
+    eubo_lw = sampler.eubo_log_weights(truth, gen) if exact and truth is not None else None
+    if eubo_lw is not None:  # paths from the truth under the sampler's path law
+        out["eubo"] = metrics.eubo(eubo_lw)
     if truth is not None:
         a, b = x[:n_ot].double().cpu(), truth[:n_ot].double().cpu()
         k = min(n_sinkhorn, n_ot, n)
@@ -166,7 +165,7 @@ def run_job(target: str = "gmm25", sampler: str = "pis", loss: Optional[str] = N
         reference = check_points(reference, "reference", tgt.dim)
     defaults = TARGET_DEFAULTS.get(target, dict(sigma=1.0, sinkhorn_eps=1.0))
     cls = samplers.get(sampler)
-    trainable = getattr(cls, "trainable", True)
+    trainable = cls.trainable
     if sigma is None:
         sigma = defaults["sigma"] if trainable else defaults.get("mc_sigma", defaults["sigma"])
     sigma = float(sigma)

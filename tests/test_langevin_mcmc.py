@@ -106,12 +106,38 @@ def test_per_chain_steps_and_adaptation():
     ld = target_log_density(target)
     state = mala.init(torch.zeros(3, 2, dtype=torch.float64), ld)
     step = torch.tensor([0.01, 0.5, 5.0], dtype=torch.float64)
-    state, acc = mala.step(state, ld, step, torch.Generator().manual_seed(0))
+    state, info = mala.step(state, ld, step, torch.Generator().manual_seed(0))
+    acc = info.acceptance_rate
     new = mala.adapt_step(step, acc, target=0.574, rate=0.1)
     assert torch.allclose(new, step * torch.exp(0.1 * (acc - 0.574)))
     assert mala.adapt_step(1.0, acc, target=0.574, rate=0.1) == pytest.approx(math.exp(0.1 * (float(acc.mean()) - 0.574)))
-    _, acc_ula = ula.step(state, ld, 0.3, torch.Generator().manual_seed(1))
+    _, info_ula = ula.step(state, ld, 0.3, torch.Generator().manual_seed(1))
+    acc_ula = info_ula.acceptance_rate
     assert acc_ula.shape == (3,) and bool(((acc_ula >= 0) & (acc_ula <= 1)).all())
+
+
+def test_kernel_info_and_local_search_knobs():
+    """MALA's info is consistent (accepted iff the state moved; the rate is the clipped exp of the log
+    ratio); ULA always moves. local_search is MALA with Robbins-Monro adaptation toward target_accept at
+    gain adapt_rate: it equals that loop written out (same generator, same numbers)."""
+    from controlsamp.samplers.offpolicy import local_search
+    target = _gaussian(torch.zeros(2), torch.eye(2))
+    ld = target_log_density(target)
+    x0 = 3.0 * torch.randn(64, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    state = mala.init(x0, ld)
+    new, info = mala.step(state, ld, 1.5, torch.Generator().manual_seed(3))
+    moved = (new.x != state.x).any(-1)
+    assert torch.equal(moved, info.is_accepted) and 0 < int(moved.sum()) < 64
+    assert torch.equal(info.acceptance_rate, torch.exp(info.proposal_log_ratio.clamp(max=0.0)))
+    y, uinfo = ula.step(state, ld, 1.5, torch.Generator().manual_seed(3))
+    assert torch.equal(uinfo.acceptance_rate, torch.exp(uinfo.proposal_log_ratio.clamp(max=0.0)))
+    assert bool((y.x != state.x).any(-1).all())
+    x, lp, step = local_search(ld, x0, 6, 0.2, torch.Generator().manual_seed(4), target_accept=0.3, adapt_rate=0.2)
+    gen, eps, state = torch.Generator().manual_seed(4), 0.2, mala.init(x0, ld)
+    for _ in range(6):
+        state, info = mala.step(state, ld, eps, gen)
+        eps = eps * math.exp(0.2 * (float(info.acceptance_rate.mean()) - 0.3))
+    assert torch.equal(x, state.x) and torch.equal(lp, state.log_prob) and step == pytest.approx(eps, rel=1e-15)
 
 
 def test_target_evaluations_are_counted_and_bad_energies_reported():

@@ -193,8 +193,8 @@ def test_off_policy_training_with_buffer_and_local_search():
     assert -float(lw1.mean()) < 0.5 * -float(lw0.mean())
     assert sum(s.history["backward"]) == 100  # every odd iteration once the buffer holds a batch
     # energy evaluations: forward iterations 64 * (20 scores + 1 reward); backward 64 * 20 scores;
-    # local search 10 rounds of 64 * (1 + 5) log-densities, each with its score
-    expected = 100 * 64 * 21 + 100 * 64 * 20 + 10 * 64 * 6 * 2
+    # local search 10 rounds of 64 * (1 + 5) evaluations of the log-density with its score (one pass each)
+    expected = 100 * 64 * 21 + 100 * 64 * 20 + 10 * 64 * 6
     assert evals == expected
 
 

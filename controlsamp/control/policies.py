@@ -72,6 +72,20 @@ class MLPPolicy(nn.Module):
             gain = gain[inverse] if gain is not None else None
         return bias, gain
 
+    def on_grid(self, ts: Tensor) -> Callable[..., Tensor]:
+        """``u(i, x, features=None)`` = u(ts[i], x) with the time-only terms of all the times ``ts`` (distinct,
+        increasing) computed in one batched call: what a rollout over a fixed grid calls at every step.
+        Differentiable in the parameters when built with gradients on."""
+        bias, gain = self._time_terms(ts, ts.reshape(-1, 1))
+        weight, rest = self.net[0].weight[:, : self.dim], self.net[1:]
+
+        def u(i: int, x: Tensor, features: Optional[Tensor] = None) -> Tensor:
+            out = rest(torch.nn.functional.linear(x, weight) + bias[i])
+            if gain is not None:
+                out = out + gain[i] * (self.feature(x) if features is None else features)
+            return out
+        return u
+
     def forward(self, t, x: Tensor, features: Optional[Tensor] = None) -> Tensor:
         """u(t, x); ``features`` (n, m), when given, replaces ``feature(x)`` (a caller that already has the
         feature values, e.g. target scores along a path, avoids recomputing them)."""
@@ -87,18 +101,18 @@ class AffinePolicy(nn.Module):
     r"""u(t, x) = K_i x + k_i for t in [t_i, t_{i+1}) on a uniform grid of ``steps`` intervals of [0, T].
 
     The exact policy class of linear–quadratic problems (u* = -R^{-1} B' P(t) x), piecewise constant in
-    time. Starts at zero."""
+    time. Starts at zero. ``snap``: see :meth:`index`."""
 
-    def __init__(self, dim: int, control_dim: int, T: float = 1.0, steps: int = 100):
+    def __init__(self, dim: int, control_dim: int, T: float = 1.0, steps: int = 100, snap: float = 1e-3):
         super().__init__()
-        self.T, self.steps = float(T), int(steps)
+        self.T, self.steps, self.snap = float(T), int(steps), float(snap)
         self.K = nn.Parameter(torch.zeros(steps, control_dim, dim))
         self.k = nn.Parameter(torch.zeros(steps, control_dim))
 
     def index(self, t) -> int:
-        """The interval of t; a time within 1e-3 steps below a grid point counts as that grid point, so
+        """The interval of t; a time within ``snap`` steps below a grid point counts as that grid point, so
         float32 solver clocks (t = 0.2799999 for 0.28) land on the intended interval."""
-        i = int(math.floor(float(t) / self.T * self.steps + 1e-3))
+        i = int(math.floor(float(t) / self.T * self.steps + self.snap))
         return min(max(i, 0), self.steps - 1)
 
     def forward(self, t, x: Tensor) -> Tensor:
@@ -126,20 +140,29 @@ class SamplerControl(nn.Module):
         self.net = MLPPolicy(reference.dim, reference.dim, reference.T, hidden=hidden, depth=depth, n_freq=n_freq,
                              feature=feature)
         self.uses_features = feature is not None
-        self.parametrisation, self.h, self.K = parametrisation, reference.h, reference.K
+        self.parametrisation, self.step_index = parametrisation, reference.step_index
         g = reference.g.clamp(min=1e-12)
         self.register_buffer("c1", (-2.0 * reference.k / g).float())
         self.register_buffer("c2", reference.g.float())
+
+    def on_grid(self, ts: Tensor) -> Callable[..., Tensor]:
+        """``u(i, x, features=None)`` at the grid times ``ts`` (see :meth:`MLPPolicy.on_grid`)."""
+        net = self.net.on_grid(ts)
+        if self.parametrisation == "control":
+            return net
+        idx = [self.step_index(t) for t in ts.tolist()]
+        c1, c2 = [float(self.c1[j]) for j in idx], [float(self.c2[j]) for j in idx]
+        return lambda i, x, features=None: c1[i] * x + c2[i] * net(i, x, features)
 
     def forward(self, t, x: Tensor, features: Optional[Tensor] = None) -> Tensor:
         out = self.net(t, x, features)
         if self.parametrisation == "control":
             return out
-        if isinstance(t, Tensor) and t.numel() > 1:
-            i = (t / self.h + 1e-6).floor().long().clamp(0, self.K - 1).to(self.c1.device)
+        i = self.step_index(t)
+        if isinstance(i, Tensor):
+            i = i.to(self.c1.device)
             c1, c2 = self.c1[i].unsqueeze(1).to(x.dtype), self.c2[i].unsqueeze(1).to(x.dtype)
         else:
-            i = min(max(int(float(t) / self.h + 1e-6), 0), self.K - 1)
             c1, c2 = float(self.c1[i]), float(self.c2[i])
         return c1 * x + c2 * out
 

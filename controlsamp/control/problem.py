@@ -10,6 +10,7 @@ from torch.func import functional_call
 from .._linalg import sym_sqrt
 from .._validate import as_tensor, check_dim, check_positive, check_spd, check_vector
 from ..sde import rollout
+from .policies import MLPPolicy
 
 Tensor = torch.Tensor
 Fn = Callable[..., Tensor]
@@ -20,7 +21,8 @@ class Paths(NamedTuple):
     noise that drove them (n, K, k) and the behaviour controls (n, K, m) (control problems); the model's step
     means (n, K, d) when the paths are the model's own (samplers); the log-rewards log pi~(x_K) (n,)
     (samplers); the Langevin features along the path (n, K, d) or None; the path costs (n,) (control
-    problems)."""
+    problems); the terminal-cost gradient at x_K (n, d) where an objective needs it (adjoint matching on
+    endpoint pairs: then xs holds only the endpoints, (n, 2, d))."""
     xs: Tensor
     noise: Optional[Tensor] = None
     controls: Optional[Tensor] = None
@@ -28,6 +30,7 @@ class Paths(NamedTuple):
     log_reward: Optional[Tensor] = None
     features: Optional[Tensor] = None
     cost: Optional[Tensor] = None
+    terminal_grad: Optional[Tensor] = None
 
 
 def _zero_drift(t, x):
@@ -119,6 +122,8 @@ class ControlProblem:
     def dt(self) -> float:
         return self.T / self.steps
 
+    time_varying = False  # whether sigma_at / control_matrix_at depend on t
+
     def sigma_at(self, t) -> Tensor:
         """The noise matrix sigma(t), (d, k), float64 (constant here; the samplers' problem varies it)."""
         return self.sigma
@@ -156,28 +161,34 @@ class ControlProblem:
 
     # paths ---------------------------------------------------------------------------------------
     def simulate(self, policy, x0: Tensor, generator: Optional[torch.Generator] = None,
-                 steps: Optional[int] = None, noise: Optional[Tensor] = None) -> Paths:
+                 steps: Optional[int] = None, noise: Optional[Tensor] = None, record: bool = True) -> Paths:
         r"""Detached Euler–Maruyama paths :math:`X_{i+1} = X_i + (f + B u)(t_i, X_i) h + \sigma \sqrt h \xi_i`
         under ``policy(t, x)``, with their costs :math:`\sum_i h (q + u^\top R u)(t_i, X_i) + g(X_K)`, on
-        ``steps`` steps (default the problem's)."""
+        ``steps`` steps (default the problem's). ``record=False`` keeps only the costs and the end points
+        (xs of shape (n, 1, d)): what a Monte-Carlo cost estimate needs, in memory independent of the steps."""
         K = self.steps if steps is None else steps
         h = self.T / K
         R = self.R.to(device=x0.device, dtype=x0.dtype)
-        us, run = [], []
+        us = []
         mats = [(self.control_matrix_at(i * h).to(device=x0.device, dtype=x0.dtype),
                  math.sqrt(h) * self.sigma_at(i * h).to(device=x0.device, dtype=x0.dtype).T) for i in range(K)]
 
         def mean(i, x):
             t = i * h
             u = policy(t, x)
-            us.append(u)
-            run.append(self.q(t, x) + ((u @ R) * u).sum(1))
+            if record:
+                us.append(u)
+            run[0] = run[0] + self.q(t, x) + ((u @ R) * u).sum(1)
             return x + (self.f(t, x) + u @ mats[i][0].T) * h
 
+        run = [0.0]
         with torch.no_grad():
             xs, _, noise = rollout(mean, lambda i, xi: xi @ mats[i][1], x0, K, noise, generator,
-                                   noise_dim=self.noise_dim)
-            cost = h * torch.stack(run, 1).sum(1) + self.g(xs[:, -1])
+                                   noise_dim=self.noise_dim, record=record)
+            xs = xs if record else xs.unsqueeze(1)
+            cost = h * run[0] + self.g(xs[:, -1])
+        if not record:
+            return Paths(xs, cost=cost)
         return Paths(xs, noise=noise, controls=torch.stack(us, 1), cost=cost)
 
     def on_policy_paths(self, policy, n: int, generator=None, device=None, dtype=torch.float32) -> Paths:
@@ -198,10 +209,16 @@ class ControlProblem:
         return control
 
     def controls_along(self, policy, paths: Paths) -> Tensor:
-        """u(t_i, X_i) along the paths, (n, K, m), differentiable in the policy's parameters."""
-        K = paths.xs.shape[1] - 1
+        """u(t_i, X_i) along the paths, (n, K, m), differentiable in the policy's parameters: one batched call
+        for an :class:`~controlsamp.control.policies.MLPPolicy` (it takes a tensor of times), else a call per
+        step."""
+        xs = paths.xs
+        n, K = xs.shape[0], xs.shape[1] - 1
         h = self.T / K
-        return torch.stack([policy(i * h, paths.xs[:, i]) for i in range(K)], 1)
+        if isinstance(policy, MLPPolicy):
+            t = (torch.arange(K, device=xs.device, dtype=xs.dtype) * h).repeat(n)
+            return policy(t, xs[:, :-1].reshape(n * K, self.dim)).reshape(n, K, -1)
+        return torch.stack([policy(i * h, xs[:, i]) for i in range(K)], 1)
 
     def lean_adjoint(self, paths: Paths) -> Tensor:
         r"""The lean adjoint of the Euler scheme along detached paths, a_i for i = 0..K, (n, K+1, d):
@@ -228,6 +245,9 @@ class ControlProblem:
         K = adjoint.shape[1] - 1
         h = self.T / K
         R = self.R.to(device=adjoint.device, dtype=adjoint.dtype)
+        if not self.time_varying:
+            M = 0.5 * torch.linalg.solve(R, self.control_matrix_at(0.0).to(adjoint).T)
+            return -adjoint[:, 1:] @ M.T
         out = []
         for i in range(K):
             M = 0.5 * torch.linalg.solve(R, self.control_matrix_at(i * h).to(adjoint).T)
@@ -249,14 +269,10 @@ class ControlProblem:
                              "'relative_entropy' or 'adjoint_matching' otherwise")
         xs, K = paths.xs, paths.xs.shape[1] - 1
         h = self.T / K
-        lw = xs.new_zeros(xs.shape[0], dtype=torch.float64)
-        run = torch.zeros_like(lw)
-        for i in range(K):
-            t, x = i * h, xs[:, i]
-            u = policy(t, x)
-            dW = math.sqrt(h) * paths.noise[:, i]
-            lw = lw - ((u * (dW + paths.controls[:, i] * h)).sum(1) - 0.5 * h * (u * u).sum(1)).double()
-            run = run + h * self.q(t, x).double()
+        u = self.controls_along(policy, paths)
+        dW = math.sqrt(h) * paths.noise
+        lw = -((u * (dW + paths.controls * h)).sum(-1) - 0.5 * h * (u * u).sum(-1)).double().sum(1)
+        run = sum(h * self.q(i * h, xs[:, i]).double() for i in range(K))
         return lw - (run + self.g(xs[:, -1]).double()) / rho
 
     # evaluation with checks ---------------------------------------------------------------------

@@ -27,7 +27,8 @@ import torch
 from torch.func import functional_call
 
 from ..sde import DiscretisedReference, controlled_paths, path_log_ratio, reference_reversal
-from ..targets import Target
+from ..targets import Target, TargetEvaluator
+from .policies import SamplerControl
 from .problem import ControlProblem, Paths
 
 Tensor = torch.Tensor
@@ -63,10 +64,12 @@ class SamplingProblem(ControlProblem):
         super().__init__(target.dim, self._reference_drift, 1.0, self._terminal_cost, T=reference.T,
                          steps=reference.K, x0=lambda n, gen: reference.sample_x0(n, gen, dtype=torch.float64))
         self.score_clip = float(score_clip)
-        self.target_evals = 0
+        self.evaluator = TargetEvaluator(target)
         self._eye = torch.eye(self.dim, dtype=torch.float64)
 
     # ------------------------------------------------------------------ the control problem
+    time_varying = True
+
     def _reference_drift(self, t, x: Tensor) -> Tensor:
         return self.reference.floats("k")[self.reference.step_index(t)] * x
 
@@ -82,49 +85,51 @@ class SamplingProblem(ControlProblem):
         return self.reference.sample_x0(n, generator, device, dtype)
 
     # ------------------------------------------------------------------ the target, counted
+    @property
+    def target_evals(self) -> int:
+        """Energy evaluations so far (:class:`~controlsamp.targets.TargetEvaluator`: one point's log-density,
+        score, or both in one pass, counts once)."""
+        return self.evaluator.evals
+
+    @target_evals.setter
+    def target_evals(self, value: int) -> None:
+        self.evaluator.evals = int(value)
+
     def log_reward(self, x: Tensor) -> Tensor:
         """log pi~(x), (n,), counted; NaN or +inf is reported with the point, not propagated."""
-        out = self.target.log_prob(x)
-        self.target_evals += x.shape[0]
-        bad = torch.isnan(out) | (out == float("inf"))
-        if bad.any():
-            raise ValueError(f"the target {getattr(self.target, 'name', '')!r} returned NaN or +inf log_prob at "
-                             f"{int(bad.sum())} of {len(out)} points (first: {x[bad.nonzero()[0, 0]].tolist()})")
-        return out
+        return self.evaluator.log_prob(x)
 
     def target_score(self, x: Tensor, graph: bool = False) -> Tensor:
         """grad log pi~(x), counted; with ``graph`` differentiable in x."""
-        self.target_evals += x.shape[0]
-        if not graph:
-            s = self.target.score(x.detach())
-        elif type(self.target).score is Target.score:
-            with torch.enable_grad():
-                xg = x if x.requires_grad else x.detach().requires_grad_(True)
-                (s,) = torch.autograd.grad(self.target.log_prob(xg).sum(), xg, create_graph=True)
-        else:
-            s = self.target.score(x)
-        if not torch.isfinite(s).all():
-            raise ValueError(f"the target {getattr(self.target, 'name', '')!r} returned a non-finite score")
-        return s.to(x.dtype)
+        return self.evaluator.score(x, create_graph=graph)
 
     def value_and_score(self, x: Tensor):
-        """(log pi~(x), grad log pi~(x)), each counted; the log-density callable of the Langevin kernels."""
-        return self.log_reward(x), self.target_score(x)
+        """(log pi~(x), grad log pi~(x)) in one pass, counted once: the log-density of the Langevin kernels."""
+        return self.evaluator.value_and_score(x)
 
     def langevin_feature(self, x: Tensor, graph: bool = False) -> Tensor:
         """The clipped target score, the feature of the Langevin parametrisation."""
         return self.target_score(x, graph).clamp(-self.score_clip, self.score_clip)
 
     # ------------------------------------------------------------------ paths and weights
-    def _recording_control(self, policy, features: list, graph: bool = False) -> Callable[[int, Tensor], Tensor]:
+    def _recording_control(self, policy, features: list, graph: bool = False, device=None,
+                           dtype=torch.float32) -> Callable[[int, Tensor], Tensor]:
+        """``control(i, x)`` for a rollout: the policy at t_i (through its ``on_grid`` evaluator when it has
+        one: the time-only terms computed once for the whole grid), recording the Langevin features."""
         h = self.reference.h
         langevin = getattr(policy, "uses_features", False)
+        if isinstance(policy, SamplerControl):
+            ts = torch.tensor(self.reference.t[:-1], device=device, dtype=dtype)
+            grid_u = policy.on_grid(ts)
+            u = (lambda i, x, f: grid_u(i, x, f)) if langevin else (lambda i, x, f: grid_u(i, x))
+        else:
+            u = (lambda i, x, f: policy(i * h, x, f)) if langevin else (lambda i, x, f: policy(i * h, x))
 
         def control(i: int, x: Tensor) -> Tensor:
             f = self.langevin_feature(x, graph) if langevin else None
             if f is not None:
                 features.append(f)
-            return policy(i * h, x, f) if langevin else policy(i * h, x)
+            return u(i, x, f)
         return control
 
     def simulate(self, policy, n: int, generator: Optional[torch.Generator] = None, explore: float = 0.0,
@@ -134,7 +139,8 @@ class SamplingProblem(ControlProblem):
         feats: list = []
         with torch.no_grad():
             x0 = self.sample_x0(n, generator, device, dtype)
-            xs, means, noise = controlled_paths(self.reference, self._recording_control(policy, feats), x0, noise,
+            xs, means, noise = controlled_paths(self.reference, self._recording_control(policy, feats, False, device,
+                                                                                        dtype), x0, noise,
                                                 generator, explore)
             log_r = self.log_reward(xs[:, -1])
         return Paths(xs, noise=noise, means=means, log_reward=log_r,
@@ -212,7 +218,7 @@ class SamplingProblem(ControlProblem):
         feats: list = []
         ref = self.reference
         x0 = self.sample_x0(n, generator, device, dtype)
-        xs, means, _ = controlled_paths(ref, self._recording_control(policy, feats, graph=True), x0,
+        xs, means, _ = controlled_paths(ref, self._recording_control(policy, feats, True, device, dtype), x0,
                                         generator=generator)
         K = ref.K
         if stl:

@@ -41,7 +41,7 @@ class Solution:
         for start in range(0, n, batch):
             m = min(batch, n - start)
             x0 = self.problem.sample_x0(m, gen, device=p.device, dtype=p.dtype)
-            costs.append(self.problem.simulate(self.module, x0, gen, steps).cost.double())
+            costs.append(self.problem.simulate(self.module, x0, gen, steps, record=False).cost.double())
         c = torch.cat(costs)
         return float(c.mean()), float(c.std() / math.sqrt(n))
 
@@ -151,7 +151,7 @@ def solve(problem: ControlProblem, method="adjoint", policy="mlp", iters: int = 
     modules = {"policy": module, "objective": objective, "optimizer": opt}
     if sched is not None:
         modules["schedule"] = sched
-    config = dict(method=name, solver=solver, iters=iters, batch=batch, seed=seed, policy=str(spec[0]))
+    config = dict(method=name, solver=solver, batch=batch, seed=seed, policy=str(spec[0]))
     fit_loop(step, iters, modules, history, kind=f"solve[{name}]", config=config, streams=streams,
              checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
              postfix=("loss", "cost"))

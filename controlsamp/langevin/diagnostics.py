@@ -99,7 +99,8 @@ def _result(values: np.ndarray, scalar: bool) -> Result:
 # ------------------------------------------------------------------------------------ acceptance
 def acceptance_rate(accept_probs) -> float:
     r"""Mean acceptance probability over everything recorded, e.g. a ``(n_steps, n_chains)`` stack of the
-    probabilities :math:`\min\{1, \pi(y)q(x|y)/(\pi(x)q(y|x))\}` returned by ``mala.step``.
+    probabilities :math:`\min\{1, \pi(y)q(x|y)/(\pi(x)q(y|x))\}` that ``mala.step`` reports as
+    ``info.acceptance_rate``.
 
     Averaging the probabilities rather than the accept/reject indicators is the Rao–Blackwellised estimate
     of the same expected acceptance rate (lower variance). Values must lie in [0, 1].

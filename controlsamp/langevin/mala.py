@@ -16,7 +16,7 @@ Roberts & Rosenthal 1998). Adapt during warm-up only: an adapted kernel is invar
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple, Union
+from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
 
@@ -25,12 +25,32 @@ from .proposal import LangevinState, LogDensity, Preconditioner, init, log_accep
 Tensor = torch.Tensor
 MALAState = LangevinState
 
-__all__ = ["MALAState", "init", "step", "adapt_step"]
+__all__ = ["MALAState", "MALAInfo", "init", "step", "adapt_step"]
+
+
+class MALAInfo(NamedTuple):
+    r"""What one MALA transition reports, per chain (blackjax style).
+
+    Attributes:
+        acceptance_rate: the Metropolis–Hastings acceptance probability
+            :math:`\alpha = \min\{1, \tilde\pi(y)q(x\mid y) / (\tilde\pi(x)q(y\mid x))\}`, shape (n,);
+            :func:`adapt_step` and :func:`controlsamp.langevin.diagnostics.acceptance_rate` take it.
+        is_accepted: whether the chain moved to its proposal :math:`y` (:math:`u < \alpha`), bool (n,).
+        proposal_log_ratio: :math:`\log[\tilde\pi(y)q(x\mid y)] - \log[\tilde\pi(x)q(y\mid x)]`, shape (n,)
+            (:math:`-\infty` for a NaN ratio), before the clipping at 0.
+    """
+    acceptance_rate: Tensor
+    is_accepted: Tensor
+    proposal_log_ratio: Tensor
 
 
 def step(state: LangevinState, log_density: LogDensity, step_size: Union[float, Tensor],
-         generator=None, precond: Optional[Preconditioner] = None) -> Tuple[LangevinState, Tensor]:
-    """One MALA transition for every chain. Returns the new state and the acceptance probabilities (n,)."""
+         generator=None, precond: Optional[Preconditioner] = None) -> Tuple[LangevinState, MALAInfo]:
+    r"""One MALA transition for every chain: propose :math:`y` (:func:`.proposal.propose`), accept it
+    when :math:`u < \alpha` with :math:`u \sim U[0, 1)` drawn from ``generator`` after the proposal noise.
+
+    Returns the new state and a :class:`MALAInfo`.
+    """
     y = propose(state, log_density, step_size, precond, generator)
     log_alpha = log_accept_ratio(state, y, step_size, precond)
     accept_prob = torch.exp(torch.clamp(log_alpha, max=0.0))
@@ -40,14 +60,17 @@ def step(state: LangevinState, log_density: LogDensity, step_size: Union[float, 
     keep = acc.unsqueeze(-1)
     new = LangevinState(torch.where(keep, y.x, x), torch.where(acc, y.log_prob, state.log_prob),
                         torch.where(keep, y.score, state.score))
-    return new, accept_prob
+    return new, MALAInfo(accept_prob, acc, log_alpha)
 
 
 def adapt_step(step_size: Union[float, Tensor], accept_prob: Tensor, target: float = 0.574,
                rate: float = 0.05) -> Union[float, Tensor]:
-    r"""Robbins–Monro update on :math:`\log\epsilon`: up when the acceptance exceeds ``target``, down otherwise.
+    r"""Robbins–Monro update on :math:`\log\epsilon`: up when the acceptance exceeds ``target``, down otherwise,
 
-    A scalar step follows the mean acceptance over chains; a per-chain step (a tensor) follows each
+    .. math:: \log\epsilon \leftarrow \log\epsilon + \mathrm{rate}\,(\alpha - \mathrm{target}),
+
+    with :math:`\alpha` a kernel's ``info.acceptance_rate`` (:class:`MALAInfo`, or ULA's would-be MALA
+    acceptance). A scalar step follows the mean acceptance over chains; a per-chain step (a tensor) follows each
     chain's own acceptance probability.
     """
     if isinstance(step_size, Tensor) and step_size.numel() > 1:

@@ -21,6 +21,8 @@ from typing import Callable, NamedTuple, Optional, Tuple, Union
 
 import torch
 
+from ..targets.evaluation import TargetEvaluator
+
 Tensor = torch.Tensor
 LogDensity = Callable[[Tensor], Tuple[Tensor, Tensor]]  # x -> (log pi~(x) (n,), grad log pi~(x) (n, d))
 
@@ -143,36 +145,21 @@ def log_accept_ratio(state: LangevinState, proposal: LangevinState, step_size: U
 def target_log_density(target, counter: Optional[list] = None) -> LogDensity:
     r"""``x -> (log pi~(x), grad log pi~(x))`` for a :class:`~controlsamp.targets.Target`.
 
-    Uses the target's closed-form score where it has one, else one autograd pass for both. Each call
-    adds ``n`` to ``counter[0]`` (energy evaluations). A NaN or :math:`+\infty` log-density, or a
-    non-finite score where the log-density is finite, raises a ValueError instead of propagating.
+    The :meth:`~controlsamp.targets.TargetEvaluator.value_and_score` of a fresh
+    :class:`~controlsamp.targets.TargetEvaluator`: the closed-form score where the target has one, else
+    one autograd pass for both; a NaN or :math:`+\infty` log-density, or a non-finite score where the
+    log-density is finite, raises a ValueError naming the target and the first bad point. Each call
+    adds ``n`` to ``counter[0]`` when a ``counter`` (a one-element list) is given; code that owns its
+    loop can use a :class:`~controlsamp.targets.TargetEvaluator` and read its ``evals`` instead.
     """
-    from ..targets import Target
-
-    if not isinstance(target, Target):
-        raise ValueError(f"target must be a controlsamp.targets.Target; got {type(target).__name__}")
-    autograd = type(target).score is Target.score
+    evaluator = TargetEvaluator(target)
+    if counter is None:
+        return evaluator.value_and_score
 
     def log_density(x: Tensor) -> Tuple[Tensor, Tensor]:
-        if counter is not None:
-            counter[0] += x.shape[0]
-        if autograd:
-            with torch.enable_grad():
-                xg = x.detach().requires_grad_(True)
-                lp = target.log_prob(xg)
-                (sc,) = torch.autograd.grad(lp.sum(), xg)
-            lp = lp.detach()
-        else:
-            with torch.no_grad():
-                lp, sc = target.log_prob(x), target.score(x)
-        bad = torch.isnan(lp) | (lp == float("inf"))
-        if bad.any():
-            raise ValueError(f"the target {getattr(target, 'name', '')!r} returned NaN or +inf log_prob at "
-                             f"{int(bad.sum())} of {len(lp)} points (first: {x[bad.nonzero()[0, 0]].tolist()})")
-        finite = torch.isfinite(lp)
-        if not torch.isfinite(sc[finite]).all():
-            raise ValueError(f"the target {getattr(target, 'name', '')!r} returned a non-finite score")
-        return lp.to(x.dtype), sc.to(x.dtype)
+        before = evaluator.evals
+        out = evaluator.value_and_score(x)
+        counter[0] += evaluator.evals - before
+        return out
 
     return log_density
-

@@ -11,8 +11,11 @@ unnormalised weight is multiplied by the incremental weight
 .. math:: w_k(x) = \gamma_{\beta_k}(x)/\gamma_{\beta_{k-1}}(x)
           = \exp\{(\beta_k - \beta_{k-1})(\log\tilde\pi(x) - \log p_0(x))\},
 
-evaluated before the particle moves by ``n_mcmc`` MALA steps that leave :math:`\gamma_{\beta_k}`
-invariant (:mod:`.mala`). The mean of the weights estimates :math:`Z` at every stage.
+evaluated before the particle moves by ``n_mcmc`` steps of an MCMC kernel targeting
+:math:`\gamma_{\beta_k}` (``kernel``: MALA by default, :mod:`.mala`, which leaves it invariant). The mean
+of the weights estimates :math:`Z` at every stage. The weight arithmetic (ESS, conditional ESS,
+systematic resampling, log-mean-exp) is :mod:`controlsamp.weights`; the target is evaluated, counted and
+checked by a :class:`~controlsamp.targets.TargetEvaluator`.
 
 * **AIS** (Neal 2001, "Annealed importance sampling", Statistics and Computing 11): a fixed schedule,
   no resampling; with fixed MCMC kernels :math:`\mathbb E[\frac1N\sum_i w_i] = Z` exactly.
@@ -24,33 +27,39 @@ invariant (:mod:`.mala`). The mean of the weights estimates :math:`Z` at every s
   ``resample_threshold`` :math:`\cdot N`. Resampling keeps the estimator unbiased by giving every
   offspring the mean weight: :math:`\hat Z = \prod_k \frac1N\sum_i w_k(x_i)` between resamplings.
 
-Unbiasedness holds for a schedule and MCMC kernels fixed in advance. Adaptive tempering, and the
-step size and diagonal preconditioner tuned on the particle population (``adapt=True``), make the
-estimator consistent with an :math:`O(1/N)` bias instead (Beskos, Jasra, Kantas & Thiery 2016, "On the
+Unbiasedness holds for a schedule and :math:`\gamma_\beta`-invariant MCMC kernels fixed in advance:
+ULA (``kernel="ula"``) is not invariant (its stationary law is off by :math:`O(\epsilon)`), so with it
+the estimate carries that discretisation bias too. Adaptive tempering, and the step size and diagonal
+preconditioner tuned on the particle population (``adapt=True``), make the estimator consistent with
+an :math:`O(1/N)` bias instead (Beskos, Jasra, Kantas & Thiery 2016, "On the
 convergence of adaptive sequential Monte Carlo methods", Ann. Appl. Probab.); run once adaptively,
 then rerun with ``schedule=result.betas`` and ``adapt=False`` for an unbiased estimate.
 """
 from __future__ import annotations
 
 import math
-from typing import List, NamedTuple, Optional, Union
+from typing import Callable, List, NamedTuple, Union
 
 import torch
 
 from .._validate import check_positive
+from ..targets.evaluation import TargetEvaluator
+from ..weights import conditional_ess, ess, logmeanexp, systematic_resample
 from . import mala
-from .proposal import LangevinState, Preconditioner, log_accept_ratio, propose, target_log_density
+from .chains import resolve_kernel
+from .proposal import LangevinState, Preconditioner
 
 Tensor = torch.Tensor
 
+# systematic_resample and conditional_ess live in controlsamp.weights; they stay importable from here.
 __all__ = ["SMCResult", "tempered_smc", "systematic_resample", "conditional_ess", "next_temperature",
            "annealing_schedule"]
 
 
 class SMCResult(NamedTuple):
     """Particles (N, d) with log weights (N,) whose log-mean-exp is the log Z estimate; the temperatures
-    used; the ESS (normalised) before each resampling decision; the mean MALA acceptance per stage; the
-    number of resampling events; and the target evaluations."""
+    used; the ESS (normalised) before each resampling decision; the mean kernel acceptance
+    (``info.acceptance_rate``) per stage; the number of resampling events; and the target evaluations."""
     x: Tensor
     log_w: Tensor
     log_Z: float
@@ -61,36 +70,13 @@ class SMCResult(NamedTuple):
     target_evals: int
 
 
-def _logmeanexp(a: Tensor) -> Tensor:
-    return torch.logsumexp(a, 0) - math.log(a.shape[0])
-
-
-def systematic_resample(log_w: Tensor, generator=None) -> Tensor:
-    r"""Ancestor indices (N,) by systematic resampling: one uniform :math:`u`, points :math:`(u + i)/N`.
-
-    Particle :math:`i` gets :math:`\lfloor N W_i\rfloor` or :math:`\lceil N W_i\rceil` offspring, with
-    expectation :math:`N W_i` (:math:`W` the normalised weights).
-    """
-    n = log_w.shape[0]
-    W = torch.softmax(log_w.double(), 0)
-    cdf = torch.cumsum(W, 0)
-    cdf[-1] = 1.0
-    u = torch.rand((), generator=generator, device=log_w.device, dtype=torch.float64)
-    points = (u + torch.arange(n, device=log_w.device, dtype=torch.float64)) / n
-    return torch.searchsorted(cdf, points).clamp(max=n - 1)
-
-
-def conditional_ess(log_w: Tensor, log_inc: Tensor) -> float:
-    r"""Normalised conditional ESS :math:`(\sum_i W_i w_i)^2 / \sum_i W_i w_i^2` of incremental weights
-    :math:`w` given current normalised weights :math:`W` (Zhou, Johansen & Aston 2016); in (0, 1]."""
-    lW = torch.log_softmax(log_w.double(), 0)
-    li = log_inc.double()
-    return float(torch.exp(2 * torch.logsumexp(lW + li, 0) - torch.logsumexp(lW + 2 * li, 0)))
-
-
 def next_temperature(beta: float, log_w: Tensor, delta: Tensor, target_ess: float, tol: float = 1e-10) -> float:
     r"""The largest :math:`\beta' \in (\beta, 1]` whose incremental weights :math:`e^{(\beta'-\beta)\delta}`
-    have conditional ESS :math:`\ge` ``target_ess`` (bisection; the CESS decreases in :math:`\beta'`)."""
+    have conditional ESS :math:`\ge` ``target_ess`` (bisection; the CESS decreases in :math:`\beta'`).
+
+    ``tol`` (default 1e-10) is the width of the bracket at which the bisection stops, and the least
+    advance :math:`\beta' - \beta`, so a schedule cannot stall.
+    """
     if conditional_ess(log_w, (1.0 - beta) * delta) >= target_ess:
         return 1.0
     lo, hi = beta, 1.0
@@ -129,18 +115,22 @@ def _check_schedule(schedule) -> Tensor:
 
 
 class _Tempered:
-    """Particles with the prior and target log-densities kept apart, so reweighting costs nothing."""
+    r"""Particles with the prior and target log-densities kept apart, so reweighting costs nothing.
 
-    def __init__(self, target, mean: Tensor, std: float, counter: list):
+    A particle's parts are ``(x, log p0, grad log p0, log pi~, grad log pi~)``; :meth:`at` combines them
+    into the :class:`LangevinState` of :math:`\gamma_\beta` that a kernel moves.
+    """
+
+    def __init__(self, target, mean: Tensor, std: float):
         self.mean, self.std, self.d = mean, std, target.dim
-        self.log_target = target_log_density(target, counter)
+        self.evaluator = TargetEvaluator(target)
         self.parts = None  # (x, lp0, sc0, lpt, sct)
 
     def evaluate(self, x: Tensor):
         r = (x - self.mean) / self.std
         lp0 = -0.5 * (r * r).sum(-1) - self.d * (math.log(self.std) + 0.5 * math.log(2 * math.pi))
         sc0 = -r / self.std
-        lpt, sct = self.log_target(x)
+        lpt, sct = self.evaluator.value_and_score(x)
         return x, lp0, sc0, lpt, sct
 
     @staticmethod
@@ -149,46 +139,66 @@ class _Tempered:
         lp = torch.where(torch.isfinite(lpt), (1 - beta) * lp0 + beta * lpt, lpt)  # -inf stays -inf
         return LangevinState(x, lp, (1 - beta) * sc0 + beta * torch.nan_to_num(sct))
 
-    def move(self, parts, beta: float, step: float, precond: Preconditioner, generator):
-        """One MALA step targeting gamma_beta; returns the new parts and the acceptance probabilities."""
-        cache = {}
+    @staticmethod
+    def _select(rows: Tensor, new, old):
+        return tuple(torch.where(rows.unsqueeze(-1) if a.dim() == 2 else rows, b, a) for a, b in zip(old, new))
+
+    def move(self, parts, beta: float, step, precond: Preconditioner, generator, kernel: Callable):
+        """One ``kernel`` step targeting gamma_beta; returns the new parts and ``info.acceptance_rate``.
+
+        The parts of the new positions come from the kernel's own evaluations: a particle that ends at
+        its old position keeps its parts, one that ends at the last point the kernel evaluated takes
+        that point's parts (MALA and ULA evaluate once, at the proposal), and any other (a kernel with
+        several inner evaluations) is evaluated again, and counted.
+        """
+        last = {}
 
         def log_density(y):
-            cache["parts"] = self.evaluate(y)
-            s = self.at(cache["parts"], beta)
+            last["parts"] = self.evaluate(y)
+            s = self.at(last["parts"], beta)
             return s.log_prob, s.score
 
-        state = self.at(parts, beta)
-        prop = propose(state, log_density, step, precond, generator)
-        accept_prob = torch.exp(torch.clamp(log_accept_ratio(state, prop, step, precond), max=0.0))
-        u = torch.rand(accept_prob.shape, generator=generator, device=accept_prob.device, dtype=accept_prob.dtype)
-        acc = u < accept_prob
-        new = tuple(torch.where(acc.unsqueeze(-1) if a.dim() == 2 else acc, b, a)
-                    for a, b in zip(parts, cache["parts"]))
-        return new, accept_prob
+        new_state, info = kernel(self.at(parts, beta), log_density, step, generator, precond)
+        x_new = new_state.x
+        if "parts" in last:
+            proposed = last["parts"]
+            at_proposal = (x_new == proposed[0]).all(-1)
+            new = self._select(at_proposal, proposed, parts)
+        else:
+            new = parts
+        elsewhere = ~(x_new == new[0]).all(-1)
+        if elsewhere.any():
+            idx = elsewhere.nonzero().squeeze(-1)
+            fresh = self.evaluate(x_new[idx])
+            new = tuple(a.index_copy(0, idx, b) for a, b in zip(new, fresh))
+        return new, info.acceptance_rate
 
 
 def tempered_smc(target, n: int, schedule: Union[str, Tensor, list] = "adaptive", n_temps: int = 100,
                  n_mcmc: int = 10, prior_mean=None, prior_std: float = 1.0, step_size: float = 0.1,
                  adapt: bool = True, target_accept: float = 0.574, target_ess: float = 0.99,
                  resample_threshold: float = 0.5, per_particle_step: bool = False, step_decades: float = 2.0,
-                 precondition: bool = False,
-                 max_temps: int = 10_000, seed: int = 0, device="cpu", dtype=torch.float64) -> SMCResult:
+                 precondition: bool = False, max_temps: int = 10_000, seed: int = 0, device="cpu",
+                 dtype=torch.float64, kernel: Union[str, Callable] = "mala", adapt_rate: float = 0.5,
+                 tempering_tol: float = 1e-10, beta_min: float = 1e-4, precond_min_var: float = 1e-12) -> SMCResult:
     r"""Move ``n`` particles from :math:`\mathcal N(\mu_0, \sigma_0^2 I)` to ``target`` along the geometric path.
 
     Args:
         schedule: ``"adaptive"`` (SMC: the next temperature keeps the conditional ESS at
             ``target_ess``), ``"linear"`` or ``"geometric"`` with ``n_temps`` temperatures, or the
             temperatures themselves (from 0 to 1).
-        n_mcmc: MALA moves per temperature.
+        n_mcmc: kernel moves per temperature.
         prior_mean, prior_std: :math:`\mu_0` (default 0) and :math:`\sigma_0`.
-        step_size: the initial MALA step :math:`\epsilon`.
+        step_size: the initial step :math:`\epsilon` of the kernel.
         adapt: tune the step toward ``target_accept`` after every move (consistent, not exactly
             unbiased; see the module).
+        target_accept: the acceptance rate the adaptation aims at (default 0.574, MALA's optimal rate in
+            high dimension, Roberts & Rosenthal 1998).
         target_ess: the conditional ESS each adaptive temperature keeps (closer to 1: more
             temperatures). On funnel10 (1000 particles, 10 moves) 0.99 leaves log Z 0.1-0.5 low and
             0.999 with 20 moves 0.1-0.24 low (measured): the particles rarely reach the neck.
-        resample_threshold: resample when the normalised ESS falls below it (0 never resamples: AIS).
+        resample_threshold: resample when the normalised ESS (:func:`controlsamp.weights.ess`) falls
+            below it (0 never resamples: AIS).
         per_particle_step: with ``adapt``, each particle adapts its own step to its own acceptance
             and passes it to its offspring. The step then depends on the particle's path, so the
             move is no longer exactly invariant: on gmm25 it biased log Z by +0.09 (measured); off by
@@ -197,8 +207,24 @@ def tempered_smc(target, n: int, schedule: Union[str, Tensor, list] = "adaptive"
             :math:`\epsilon\,10^{-u\,\cdot\,\mathrm{decades}}`, :math:`u \sim U(0, 1)`, independently of
             its state, so every move is still :math:`\gamma_\beta`-invariant (a mixture of MALA
             kernels) while spanning scales (the funnel's neck and mouth differ by orders of magnitude).
-        precondition: with ``adapt``, precondition MALA by the particles' weighted per-coordinate
+        precondition: with ``adapt``, precondition the kernel by the particles' weighted per-coordinate
             variance at each stage.
+        kernel: the MCMC kernel that moves the particles, ``"mala"`` (default; :func:`.mala.step`),
+            ``"ula"`` (:func:`.ula.step`; not :math:`\gamma_\beta`-invariant, see the module) or any
+            function ``kernel(state, log_density, step_size, generator, precond) -> (state, info)`` with
+            ``info.acceptance_rate`` (n,) (:mod:`.chains`). ULA has no rejection to stop a step past its
+            stability limit: give it a fixed step (``adapt=False``). With the default adaptation (toward
+            MALA's would-be acceptance 0.574, ``step_decades`` 2) its largest steps grew to about 10 on a
+            2-d Gaussian and the tempering stalled (measured); with a fixed step 0.05 and
+            ``step_decades=0`` its log Z was 1.27 +- 0.06 (sd) against 1.3 (1000 particles, 5 seeds).
+        adapt_rate: with ``adapt``, the Robbins–Monro gain on :math:`\log\epsilon` of
+            :func:`.mala.adapt_step`, applied after every move (default 0.5).
+        tempering_tol: the bisection tolerance of :func:`next_temperature` (default 1e-10), also the
+            least increase of :math:`\beta` per adaptive stage.
+        beta_min: the first nonzero temperature of a ``"geometric"`` schedule (default 1e-4;
+            :func:`annealing_schedule`).
+        precond_min_var: with ``precondition``, the floor on each coordinate's weighted variance
+            (default 1e-12), so a collapsed coordinate cannot give a singular preconditioner.
         max_temps: a guard against a schedule that stalls.
         seed: seeds the initial draw, the moves and the resampling.
     """
@@ -214,16 +240,19 @@ def tempered_smc(target, n: int, schedule: Union[str, Tensor, list] = "adaptive"
             raise ValueError(f"{name} must be in (0, 1); got {v}")
     if not 0.0 <= float(resample_threshold) <= 1.0:
         raise ValueError(f"resample_threshold must be in [0, 1]; got {resample_threshold}")
+    kernel = resolve_kernel(kernel)
+    adapt_rate = check_positive(adapt_rate, "adapt_rate")
+    tempering_tol = check_positive(tempering_tol, "tempering_tol")
+    precond_min_var = check_positive(precond_min_var, "precond_min_var")
     adaptive = isinstance(schedule, str) and schedule == "adaptive"
-    betas = None if adaptive else (annealing_schedule(n_temps, schedule) if isinstance(schedule, str)
+    betas = None if adaptive else (annealing_schedule(n_temps, schedule, beta_min) if isinstance(schedule, str)
                                    else _check_schedule(schedule))
     device = torch.device(device)
     gen = torch.Generator(device=device).manual_seed(seed)
     d = target.dim
     mean = torch.zeros(d, device=device, dtype=dtype) if prior_mean is None else \
         torch.as_tensor(prior_mean, device=device, dtype=dtype).reshape(d)
-    counter = [0]
-    path = _Tempered(target, mean, prior_std, counter)
+    path = _Tempered(target, mean, prior_std)
     x = mean + prior_std * torch.randn(n, d, generator=gen, device=device, dtype=dtype)
     per_particle_step = per_particle_step and adapt
     if per_particle_step:
@@ -235,17 +264,18 @@ def tempered_smc(target, n: int, schedule: Union[str, Tensor, list] = "adaptive"
         if k >= max_temps:
             raise RuntimeError(f"tempering did not reach beta = 1 within max_temps = {max_temps} temperatures "
                                f"(beta = {beta:.3g}); raise max_temps or lower target_ess")
-        ess = float(torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0))) / n
-        ess_hist.append(ess)
-        if resample_threshold > 0 and ess < resample_threshold:
+        ess_now = ess(log_w)
+        ess_hist.append(ess_now)
+        if resample_threshold > 0 and ess_now < resample_threshold:
             idx = systematic_resample(log_w, gen)
             parts = tuple(p[idx] for p in parts)
             if per_particle_step:
                 step = step[idx]
-            log_w = torch.full_like(log_w, float(_logmeanexp(log_w)))
+            log_w = torch.full_like(log_w, float(logmeanexp(log_w)))
             n_res += 1
         delta = (parts[3] - parts[1]).double()  # log pi~ - log p0, -inf outside the support
-        new_beta = next_temperature(beta, log_w, delta, target_ess) if adaptive else float(betas[k + 1])
+        new_beta = (next_temperature(beta, log_w, delta, target_ess, tempering_tol) if adaptive
+                    else float(betas[k + 1]))
         inc = torch.where(torch.isfinite(delta), (new_beta - beta) * delta, delta)
         log_w = log_w + inc
         if not torch.isfinite(log_w).any():
@@ -256,7 +286,7 @@ def tempered_smc(target, n: int, schedule: Union[str, Tensor, list] = "adaptive"
         if adapt and precondition and n_mcmc > 0:
             W = torch.softmax(log_w, 0).to(dtype).unsqueeze(-1)
             m = (W * parts[0]).sum(0)
-            var = (W * (parts[0] - m) ** 2).sum(0).double().clamp(min=1e-12)
+            var = (W * (parts[0] - m) ** 2).sum(0).double().clamp(min=precond_min_var)
             precond = Preconditioner(var, d)
         accs = []
         for _ in range(int(n_mcmc)):
@@ -264,10 +294,10 @@ def tempered_smc(target, n: int, schedule: Union[str, Tensor, list] = "adaptive"
             if step_decades > 0:  # a random step per particle and move, drawn independently of the state
                 u = torch.rand(n, generator=gen, device=device, dtype=dtype)
                 eps = step * torch.pow(10.0, -step_decades * u)
-            parts, acc = path.move(parts, beta, eps, precond, gen)
+            parts, acc = path.move(parts, beta, eps, precond, gen, kernel)
             accs.append(float(acc.mean()))
             if adapt:
-                step = mala.adapt_step(step, acc, target_accept, rate=0.5)
+                step = mala.adapt_step(step, acc, target_accept, rate=adapt_rate)
         acc_hist.append(sum(accs) / len(accs) if accs else float("nan"))
-    return SMCResult(parts[0], log_w, float(_logmeanexp(log_w)), torch.tensor(used, dtype=torch.float64),
-                     ess_hist, acc_hist, n_res, counter[0])
+    return SMCResult(parts[0], log_w, float(logmeanexp(log_w)), torch.tensor(used, dtype=torch.float64),
+                     ess_hist, acc_hist, n_res, path.evaluator.evals)

@@ -24,7 +24,9 @@ from typing import Tuple
 import numpy as np
 import torch
 
+from .. import weights
 from .._validate import DTYPE, check_dim
+from ..weights import logmeanexp
 
 __all__ = ["log_Z", "elbo", "eubo", "ess", "logmeanexp"]
 
@@ -52,11 +54,6 @@ def _check_log_w(log_w, name: str = "log_w") -> torch.Tensor:
     if (lw == -math.inf).all():
         raise ValueError(f"{name}: all {n} entries are -inf (every importance weight is zero)")
     return lw
-
-
-def logmeanexp(log_w, dim: int = -1) -> torch.Tensor:
-    r"""\log \frac1n \sum_i e^{\ell_i} along ``dim``, computed stably (max-shifted logsumexp)."""
-    return torch.logsumexp(log_w, dim=dim) - math.log(log_w.shape[dim])
 
 
 def log_Z(log_w, n_boot: int = 200, seed: int = 0) -> Tuple[float, float]:
@@ -125,10 +122,8 @@ def ess(log_w) -> float:
 
     .. math:: \mathrm{ESS} = \frac{(\sum_i w_i)^2}{n \sum_i w_i^2} \in [1/n, 1],
 
-    computed in log space: log ESS = 2 logsumexp(log w) - logsumexp(2 log w) - log n. It is invariant to
-    adding a constant to ``log_w``; 1 for equal weights, 1/n when one weight carries all the mass.
+    of checked log weights (1-d; no NaN or +inf; at least one finite entry), computed in log space by
+    :func:`controlsamp.weights.ess`. It is invariant to adding a constant to ``log_w``; 1 for equal
+    weights, 1/n when one weight carries all the mass.
     """
-    lw = _check_log_w(log_w)
-    n = lw.shape[0]
-    log_ess = 2.0 * torch.logsumexp(lw, 0) - torch.logsumexp(2.0 * lw, 0) - math.log(n)
-    return float(min(max(math.exp(float(log_ess)), 1.0 / n), 1.0))
+    return weights.ess(_check_log_w(log_w))

@@ -35,8 +35,8 @@ from typing import Dict, Optional
 import torch
 
 from .._validate import check_dim, check_positive
+from ..control import Batch, Paths, get_objective
 from ..control.policies import MLPPolicy
-from ..exact.reference_bridge import isotropic_bridge_point
 from ..processes import Brownian, IsotropicLinearSDE
 from ..sde import DiscretisedReference
 from ..training import Streams, clip_gradient, fit_loop, make_optimizer
@@ -116,7 +116,9 @@ class ASBS(DiffusionSampler):
             refresh_every: int = 20, buffer: int = 10000, grad_clip: Optional[float] = None,
             lr_schedule: Optional[str] = None, checkpoint: Optional[str] = None, checkpoint_every: int = 100,
             resume: bool = False, progress: bool = True, **unused) -> "ASBS":
-        r"""Alternate corrector matching and adjoint matching.
+        r"""Alternate corrector matching and adjoint matching: the objectives
+        :mod:`~controlsamp.control.objectives.corrector_matching` and
+        :mod:`~controlsamp.control.objectives.reciprocal_adjoint_matching`, on data this method keeps.
 
         ``iters`` adjoint-matching steps in all, split evenly over ``stages``; each stage starts with
         ``corrector_iters`` corrector-matching steps (skipped for ``corrector="reference"``; the first stage's
@@ -150,9 +152,10 @@ class ASBS(DiffusionSampler):
         opt_h, _ = make_optimizer([{"params": list(self.corrector.parameters()), "lr": lr}], total)
         streams = Streams(seed, self.device)
         gen, cpu_gen = streams.device, streams.cpu
+        adjoint_matching, corrector_matching = get_objective("reciprocal_adjoint_matching"), get_objective(
+            "corrector_matching")
         buf: Dict[str, Optional[Tensor]] = {"x0": None, "x1": None, "grad": None}
         pairs: Dict[str, Optional[Tensor]] = {"x0": None, "x1": None}
-        K = self.steps
 
         def model_pairs(n: int, reference: bool):
             with torch.no_grad():
@@ -174,9 +177,8 @@ class ASBS(DiffusionSampler):
                 for key, v in (("x0", x0), ("x1", x1)):
                     pairs[key] = v if pairs[key] is None else torch.cat([pairs[key], v])[-buffer:]
             idx = torch.randint(pairs["x0"].shape[0], (batch,), generator=cpu_gen).to(self.device)
-            x0, x1 = pairs["x0"][idx], pairs["x1"][idx]
-            target = -(x1 - self._phi0T * x0) / self._q0T
-            loss = ((self.corrector(self.T, x1) - target) ** 2).sum(1).mean()
+            ends = Paths(torch.stack([pairs["x0"][idx], pairs["x1"][idx]], 1))
+            loss, _ = corrector_matching(self.problem, self.corrector, Batch(batch, streams, paths=ends))
             opt_h.zero_grad(set_to_none=True)
             loss.backward()
             opt_h.step()
@@ -189,15 +191,8 @@ class ASBS(DiffusionSampler):
                 for key, v in (("x0", x0), ("x1", x1), ("grad", grad)):
                     buf[key] = v if buf[key] is None else torch.cat([buf[key], v])[-buffer:]
             idx = torch.randint(buf["x0"].shape[0], (batch,), generator=cpu_gen).to(self.device)
-            x0, x1, grad = buf["x0"][idx], buf["x1"][idx], buf["grad"][idx]
-            k = torch.randint(K, (batch,), generator=cpu_gen).to(self.device)
-            z = torch.randn(x0.shape, generator=gen, device=self.device, dtype=self.dtype)
-            phi0, q0, phiT, qT = self.reference.bridge_coefficients(k, self.device, self.dtype)
-            xt = isotropic_bridge_point(phi0, q0, phiT, qT, x0, x1, z)
-            target = -self.reference.coef("g", self.device, self.dtype)[k].unsqueeze(1) * phiT * grad
-            t = k.to(self.dtype) * self.reference.h
-            u = self.policy(t, xt, self.problem.langevin_feature(xt)) if self.langevin else self.policy(t, xt)
-            loss = ((u - target) ** 2).sum(1).mean()
+            ends = Paths(torch.stack([buf["x0"][idx], buf["x1"][idx]], 1), terminal_grad=buf["grad"][idx])
+            loss, _ = adjoint_matching(self.problem, self.policy, Batch(batch, streams, paths=ends))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             clip_gradient(self.policy.parameters(), grad_clip, f"adjoint-matching step {a} (loss {loss.item():.4g})")
@@ -227,7 +222,7 @@ class ASBS(DiffusionSampler):
         modules = {"policy": self.policy, "corrector": self.corrector, "opt": opt, "opt_corrector": opt_h}
         if sched is not None:
             modules["sched"] = sched
-        config = dict(self.config, iters=iters, batch=batch, seed=seed, stages=stages, corrector_iters=c_iters,
+        config = dict(self.config, batch=batch, seed=seed, stages=stages, corrector_iters=c_iters,
                       buffer=buffer, refresh_every=refresh_every, paths_per_refresh=n_new)
         fit_loop(step, total, modules, self.history, kind="ASBS", config=config, streams=streams,
                  checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,

@@ -155,7 +155,8 @@ class DiffusionSampler:
     def fit(self, iters: int = 1000, batch: int = 300, loss=None, lr: float = 1e-3, lr_log_Z: float = 1e-1,
             seed: int = 0, explore: float = 0.0, explore_decay: bool = True, buffer: int = 0,
             rank_weight: float = 1e-2, local_search_every: int = 0, local_search_steps: int = 20,
-            local_search_step: float = 1e-2, local_search_accept: float = 0.574, grad_clip: Optional[float] = None,
+            local_search_step: float = 1e-2, local_search_accept: float = 0.574,
+            local_search_adapt_rate: float = 0.05, grad_clip: Optional[float] = None,
             lr_schedule: Optional[str] = None, checkpoint: Optional[str] = None, checkpoint_every: int = 100,
             resume: bool = False, progress: bool = True, stl: bool = False, adjoint: bool = True,
             backward_every: int = 2) -> "DiffusionSampler":
@@ -174,9 +175,10 @@ class DiffusionSampler:
                 ``backward_every``-th iteration trains on backward paths (the reference's time reversal)
                 from buffer samples.
             rank_weight: the buffer's rank-priority parameter.
-            local_search_every, local_search_steps, local_search_step, local_search_accept: every so many
-                iterations, run MALA from buffer samples with its step adapted toward acceptance
-                ``local_search_accept`` and add the results (0: never).
+            local_search_every, local_search_steps, local_search_step, local_search_accept,
+            local_search_adapt_rate: every so many iterations, run MALA from buffer samples with its step
+                adapted toward acceptance ``local_search_accept`` at rate ``local_search_adapt_rate`` (see
+                :func:`~controlsamp.samplers.offpolicy.local_search`) and add the results (0: never).
 
         Args:
             stl, adjoint: options of the relative entropy (see
@@ -244,7 +246,7 @@ class DiffusionSampler:
                 x, _ = buf.sample(batch, streams.cpu)
                 x, lr_x, state["ls_step"] = local_search(self.problem.value_and_score, x.to(self.device, self.dtype),
                                                          local_search_steps, state["ls_step"], streams.device,
-                                                         local_search_accept)
+                                                         local_search_accept, local_search_adapt_rate)
                 buf.add(x, lr_x)
             rec = {"loss": float(value.detach()), "backward": float(backward),
                    "target_evals": float(self.target_evals)}
@@ -266,7 +268,7 @@ class DiffusionSampler:
             modules["schedule"] = sched
         if buf is not None:
             modules["buffer"] = buf
-        config = dict(self.config, sampler=type(self).__name__, loss=objective.name, iters=iters, batch=batch,
+        config = dict(self.config, sampler=type(self).__name__, loss=objective.name, batch=batch,
                       seed=seed, explore=explore, buffer=buffer, local_search_every=local_search_every)
         t0 = time.perf_counter()
         fit_loop(step, iters, modules, self.history, kind=type(self).__name__, config=config, streams=streams,

@@ -1,7 +1,8 @@
 r"""AIS and SMC behind the sampler API: ``.sample(n) -> (x, log_w)`` and ``.log_Z(n)``, nothing to train.
 
 Both run :func:`controlsamp.langevin.smc.tempered_smc` from :math:`\mathcal N(0, \sigma_0^2 I)` along the
-geometric path :math:`p_0^{1-\beta}\tilde\pi^{\beta}` with MALA moves; the returned log weights satisfy
+geometric path :math:`p_0^{1-\beta}\tilde\pi^{\beta}` with MALA moves (or another ``kernel``); the
+returned log weights satisfy
 :math:`\widehat Z = \frac1n\sum_i w_i` (see that module for the estimator and when it is exactly
 unbiased). They are the Monte Carlo baselines of the diffusion samplers:
 
@@ -10,13 +11,13 @@ unbiased). They are the Monte Carlo baselines of the diffusion samplers:
 """
 from __future__ import annotations
 
-import os
-from typing import Optional, Tuple
+import inspect
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 
 from .._validate import check_dim, check_positive
-from ..control.loop import save_checkpoint
+from ..training import load_checkpoint, save_model
 from ..langevin.smc import SMCResult, tempered_smc
 from .base import check_target
 
@@ -25,11 +26,20 @@ Tensor = torch.Tensor
 __all__ = ["AIS", "SMC", "MonteCarloSampler"]
 
 
+def _with_defaults(options: dict) -> dict:
+    """``options`` completed by :func:`tempered_smc`'s defaults, so that a checkpoint written before an
+    option existed compares equal to a sampler that leaves it at its default."""
+    defaults = {k: p.default for k, p in inspect.signature(tempered_smc).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    return {**defaults, **options}
+
+
 class MonteCarloSampler:
     """Shared by :class:`AIS` and :class:`SMC`: options, bookkeeping, the sampler API."""
 
     name = "mc"
     trainable = False  # controlsamp.train runs no fit for it
+    weighted = True  # weighted particles: resampled before sample-based metrics
     default_loss = None
 
     def __init__(self, target, prior_std: float = 1.0, n_mcmc: int = 10, step_size: float = 0.1,
@@ -67,22 +77,24 @@ class MonteCarloSampler:
         """Nothing to train: AIS and SMC adapt within each run. Returns ``self``."""
         return self
 
+    def eubo_log_weights(self, x: Tensor, generator=None) -> None:
+        """None: a tempered particle system has no path law to weigh paths from target samples under."""
+        return None
+
+    def _config(self) -> dict:
+        return {"dim": self.dim, "options": _with_defaults(self.options)}
+
     def save(self, path: str) -> None:
-        """Write the configuration and, if run, the temperatures of the last run."""
-        save_checkpoint(path, {"class": type(self).__name__, "dim": self.dim, "options": self.options,
-                               "n_particles": self.n_particles, "seed": self.seed,
-                               "betas": None if self.last is None else self.last.betas,
-                               "target_evals": self.target_evals})
+        """Write the configuration and, if run, the temperatures of the last run (the package's checkpoint
+        schema, :mod:`controlsamp.training`)."""
+        save_model(path, type(self).__name__, self._config(), {}, {},
+                   {"n_particles": self.n_particles, "seed": self.seed, "target_evals": self.target_evals,
+                    "betas": None if self.last is None else self.last.betas})
 
     def load(self, path: str) -> "MonteCarloSampler":
-        """Restore what :meth:`save` wrote (the options must match)."""
-        if not os.path.exists(path):
-            raise ValueError(f"path {path!r} does not exist")
-        payload = torch.load(path, weights_only=False)
-        if payload["class"] != type(self).__name__ or payload["dim"] != self.dim or payload["options"] != self.options:
-            raise ValueError(f"{path!r} holds a {payload['class']} (dim {payload['dim']}) with options "
-                             f"{payload['options']}; this sampler is a {type(self).__name__} with {self.options}")
-        self.target_evals = payload["target_evals"]
+        """Restore what :meth:`save` wrote (a file of another sampler or with other options is refused)."""
+        payload = load_checkpoint(path, type(self).__name__, self._config())
+        self.target_evals = payload["extra"]["target_evals"]
         return self
 
 
@@ -100,21 +112,29 @@ class AIS(MonteCarloSampler):
         steps: the number of temperatures K (the CLI's ``--steps``).
         schedule: ``"geometric"``, ``"linear"`` or the temperatures themselves.
         sigma: :math:`\sigma_0`, the standard deviation of the Gaussian start (alias ``prior_std``).
-        n_mcmc, step_size, adapt: MALA moves per temperature, the (initial) step, whether it adapts to
-            a 0.574 acceptance rate (one step for all particles, from their mean acceptance).
+        n_mcmc, step_size, adapt: MALA moves per temperature, the (initial) step, whether it adapts
+            (one step for all particles, from their mean acceptance).
         n_particles: the default number of particles of :meth:`sample` / :meth:`log_Z`.
+        target_accept: the acceptance rate the step adapts to (default 0.574).
+        adapt_rate: the adaptation's gain on :math:`\log\epsilon` (default 0.5).
+        beta_min: the first nonzero temperature of the geometric schedule (default 1e-4).
+        kernel: the MCMC kernel, ``"mala"`` (default), ``"ula"`` or a kernel function.
+        See :func:`controlsamp.langevin.smc.tempered_smc` for each option's meaning.
     """
 
     name = "ais"
 
     def __init__(self, target, steps: int = 100, schedule="geometric", sigma: Optional[float] = None,
                  prior_std: float = 1.0, n_mcmc: int = 10, step_size: float = 0.1, adapt: bool = True,
-                 n_particles: int = 2000, device="cpu", dtype=torch.float64, seed: int = 0):
+                 n_particles: int = 2000, device="cpu", dtype=torch.float64, seed: int = 0,
+                 target_accept: float = 0.574, adapt_rate: float = 0.5, beta_min: float = 1e-4,
+                 kernel: Union[str, Callable] = "mala"):
         check_dim(steps, "steps")
         super().__init__(target, prior_std=sigma if sigma is not None else prior_std, n_mcmc=n_mcmc,
                          step_size=step_size, adapt=adapt, n_particles=n_particles, device=device, dtype=dtype,
                          seed=seed, schedule=schedule, n_temps=int(steps), resample_threshold=0.0,
-                         per_particle_step=False, step_decades=0.0, precondition=False)
+                         per_particle_step=False, step_decades=0.0, precondition=False,
+                         target_accept=target_accept, adapt_rate=adapt_rate, beta_min=beta_min, kernel=kernel)
 
 
 class SMC(MonteCarloSampler):
@@ -134,6 +154,13 @@ class SMC(MonteCarloSampler):
         target_ess, resample_threshold, per_particle_step, step_decades, precondition, step_size, adapt: see
             :func:`controlsamp.langevin.smc.tempered_smc`.
         schedule: ``"adaptive"``, or fixed temperatures (with ``adapt=False``: exactly unbiased).
+        target_accept: the acceptance rate the step adapts to (default 0.574).
+        adapt_rate: the adaptation's gain on :math:`\log\epsilon` (default 0.5).
+        tempering_tol: the bisection tolerance of the adaptive tempering (default 1e-10).
+        precond_min_var: with ``precondition``, the floor on the weighted variances (default 1e-12).
+        kernel: the MCMC kernel, ``"mala"`` (default), ``"ula"`` or a kernel function.
+        max_temps: the most temperatures before the run stops with an error (default 10000).
+        See :func:`controlsamp.langevin.smc.tempered_smc` for each option's meaning.
     """
 
     name = "smc"
@@ -141,11 +168,14 @@ class SMC(MonteCarloSampler):
     def __init__(self, target, n_particles: int = 2000, steps: Optional[int] = None, sigma: Optional[float] = None,
                  prior_std: float = 1.0, n_mcmc: int = 10, target_ess: float = 0.99, resample_threshold: float = 0.5,
                  step_size: float = 0.1, adapt: bool = True, per_particle_step: bool = False,
-                 step_decades: float = 2.0, precondition: bool = False, schedule="adaptive", max_temps: int = 10_000, device="cpu",
-                 dtype=torch.float64, seed: int = 0):
+                 step_decades: float = 2.0, precondition: bool = False, schedule="adaptive", max_temps: int = 10_000,
+                 device="cpu", dtype=torch.float64, seed: int = 0, target_accept: float = 0.574,
+                 adapt_rate: float = 0.5, tempering_tol: float = 1e-10, precond_min_var: float = 1e-12,
+                 kernel: Union[str, Callable] = "mala"):
         super().__init__(target, prior_std=sigma if sigma is not None else prior_std,
                          n_mcmc=int(steps) if steps is not None else n_mcmc, step_size=step_size, adapt=adapt,
                          n_particles=n_particles, device=device, dtype=dtype, seed=seed, schedule=schedule,
                          target_ess=target_ess, resample_threshold=resample_threshold,
                          per_particle_step=per_particle_step, step_decades=step_decades, precondition=precondition,
-                         max_temps=max_temps)
+                         max_temps=max_temps, target_accept=target_accept, adapt_rate=adapt_rate,
+                         tempering_tol=tempering_tol, precond_min_var=precond_min_var, kernel=kernel)

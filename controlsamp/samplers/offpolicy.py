@@ -5,7 +5,7 @@ a replay buffer of terminal states with rank-based priority, and local search by
   proportional to 1 / (k N + rank(x)) (rank 0 the highest reward; Tripp et al. 2020), k = ``rank_weight``.
   Backward paths from these samples (the reference's time reversal) train the sampler off-policy.
 * Local search: a few MALA steps (:mod:`controlsamp.langevin.mala`) from buffer samples, with the step
-  adapted toward acceptance 0.574; the results join the buffer.
+  adapted toward acceptance ``target_accept`` (default 0.574); the results join the buffer.
 """
 from __future__ import annotations
 
@@ -55,10 +55,26 @@ class ReplayBuffer:
 
 
 def local_search(log_density: Callable[[Tensor], Tuple[Tensor, Tensor]], x: Tensor, n_steps: int,
-                 step_size: float, generator=None, target_accept: float = 0.574) -> Tuple[Tensor, Tensor, float]:
-    """Run ``n_steps`` MALA steps from ``x`` with step adaptation. Returns (x, log pi~(x), the adapted step)."""
+                 step_size: float, generator=None, target_accept: float = 0.574,
+                 adapt_rate: float = 0.05) -> Tuple[Tensor, Tensor, float]:
+    r"""Run ``n_steps`` MALA steps (Roberts & Tweedie 1996; :func:`controlsamp.langevin.mala.step`) from ``x``,
+    adapting the step after each one.
+
+    Args:
+        log_density: ``x -> (log pi~(x), grad log pi~(x))``, e.g. a :class:`~controlsamp.targets.TargetEvaluator`.
+        x: the starting points (n, d).
+        n_steps: the number of MALA steps.
+        step_size: the initial step :math:`\epsilon` (one for all chains).
+        generator: the ``torch.Generator`` of the proposals and the accept/reject draws.
+        target_accept: the mean acceptance the step is driven toward (default 0.574, MALA's optimal rate in
+            high dimension, Roberts & Rosenthal 1998).
+        adapt_rate: the Robbins–Monro gain on :math:`\log\epsilon` of
+            :func:`controlsamp.langevin.mala.adapt_step` (default 0.05).
+
+    Returns (x, log pi~(x), the adapted step).
+    """
     state = mala.init(x, log_density)
     for _ in range(n_steps):
-        state, acc = mala.step(state, log_density, step_size, generator)
-        step_size = mala.adapt_step(step_size, acc, target_accept)
+        state, info = mala.step(state, log_density, step_size, generator)
+        step_size = mala.adapt_step(step_size, info.acceptance_rate, target_accept, adapt_rate)
     return state.x, state.log_prob, step_size

@@ -45,6 +45,9 @@ class AugmentedSDE(nn.Module):
         self.d, self.k = problem.dim, problem.noise_dim
         self.device, self.dtype = device, dtype
         self.R = problem.R.to(device=device, dtype=dtype)
+        # constant coefficients (a plain ControlProblem) are converted once; the samplers' vary by step
+        self._B = None if problem.time_varying else problem.control_matrix_at(0.0).to(device=device, dtype=dtype)
+        self._S = None if problem.time_varying else problem.sigma_at(0.0).to(device=device, dtype=dtype)
         self.rho = problem.kl_scale() if stl_control is not None else None
         if stl_control is not None and self.rho is None:
             raise ValueError("stl=True needs a relative-entropy problem (control_matrix = sigma, control_cost = "
@@ -53,13 +56,13 @@ class AugmentedSDE(nn.Module):
     def f(self, t, y):
         x = y[:, : self.d]
         u = self.control(t, x)
-        B = self.problem.control_matrix_at(t).to(device=x.device, dtype=x.dtype)
+        B = self._B if self._B is not None else self.problem.control_matrix_at(t).to(device=x.device, dtype=x.dtype)
         dx = self.problem.f(t, x) + u @ B.T
         dc = self.problem.q(t, x) + ((u @ self.R) * u).sum(1)
         return torch.cat([dx, dc.unsqueeze(1)], 1)
 
     def g(self, t, y):
-        S = self.problem.sigma_at(t).to(device=y.device, dtype=y.dtype)
+        S = self._S if self._S is not None else self.problem.sigma_at(t).to(device=y.device, dtype=y.dtype)
         G = torch.cat([S, S.new_zeros(1, self.k)], 0).expand(y.shape[0], -1, -1)
         if self.stl_control is None:
             return G

@@ -17,13 +17,15 @@ class GridBrownian(torchsde.BaseBrownian):
     (``GridBrownian.seeded(T, K, size, seed)``), where the increment of step i is drawn afresh at every
     query from a generator seeded by (seed, i). The seeded path is a function of the seed alone and costs
     no memory, so a solver's adjoint pass keeps a flat memory profile. Fixed-step torchsde solvers (Euler,
-    reversible Heun) and their adjoints only query grid times; a query more than 1% of a step off the
-    grid raises a ValueError (use ``BrownianInterval`` for adaptive solvers).
+    reversible Heun) and their adjoints only query grid times; a query more than ``tolerance`` steps (1%)
+    off the grid raises a ValueError (use ``BrownianInterval`` for adaptive solvers).
     """
 
     def __init__(self, increments: Optional[torch.Tensor], T: float, steps: Optional[int] = None,
-                 size: Optional[Sequence[int]] = None, seed: int = 0, dtype=None, device=None):
+                 size: Optional[Sequence[int]] = None, seed: int = 0, dtype=None, device=None,
+                 tolerance: float = 1e-2):
         super().__init__()
+        self.tolerance = float(tolerance)
         if increments is not None:
             self.K = increments.shape[0]
             self.W = torch.cat([torch.zeros_like(increments[:1]), increments.cumsum(0)])
@@ -47,7 +49,7 @@ class GridBrownian(torchsde.BaseBrownian):
     def _index(self, t) -> int:
         x = float(t) / self.h
         k = round(x)
-        if abs(x - k) > 1e-2 or not 0 <= k <= self.K:
+        if abs(x - k) > self.tolerance or not 0 <= k <= self.K:
             raise ValueError(f"GridBrownian was queried at t = {float(t)}, off its grid of step {self.h}")
         return k
 

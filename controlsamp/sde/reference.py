@@ -85,6 +85,8 @@ class DiscretisedReference:
         reverse: describe the time reversal of the process started in its stationary law (v0 must be the
             stationary variance, scale^2 times the process's).
         stationary_tol: relative tolerance of that check.
+        grid_snap: a time within ``grid_snap`` steps below a grid point counts as that point in
+            :meth:`step_index` (solver clocks carry round-off: float32 t = 0.2799999 for 0.28).
 
     Attributes (float64 tensors of length K unless said): ``k``, ``g`` (at the left end of each step),
     ``a``, ``b``, ``v`` (the step coefficients), ``w`` (K + 1 marginal variances of the discrete reference),
@@ -93,7 +95,8 @@ class DiscretisedReference:
     """
 
     def __init__(self, process: IsotropicLinearSDE, steps: int, scheme: Union[str, Scheme] = "exponential",
-                 scale: float = 1.0, v0: float = 0.0, reverse: bool = False, stationary_tol: float = 1e-6):
+                 scale: float = 1.0, v0: float = 0.0, reverse: bool = False, stationary_tol: float = 1e-6,
+                 grid_snap: float = 1e-6):
         if not isinstance(process, IsotropicLinearSDE):
             raise ValueError("process must be an isotropic linear SDE of controlsamp.processes (Brownian, OU, VP, "
                              f"VE); got {type(process).__name__}")
@@ -102,6 +105,7 @@ class DiscretisedReference:
         self.scheme: GaussianScheme = get_scheme(scheme, gaussian=True)
         self.process, self.K, self.T, self.dim = process, int(steps), float(process.T), process.dim
         self.h, self.scale, self.reverse = self.T / self.K, float(scale), bool(reverse)
+        self.grid_snap = float(grid_snap)
         if not self.scale > 0:
             raise ValueError(f"scale must be positive; got {scale}")
         if not v0 >= 0:
@@ -151,9 +155,12 @@ class DiscretisedReference:
         """g(t) of the (scaled, possibly reversed) reference at any t in [0, T]."""
         return self.law.g(min(max(float(t), 0.0), self.T))
 
-    def step_index(self, t: float) -> int:
-        """The step i whose interval [t_i, t_{i+1}) holds t (round-off below a grid point counts as it)."""
-        return min(max(int(math.floor(float(t) / self.h + 1e-6)), 0), self.K - 1)
+    def step_index(self, t):
+        """The step i whose interval [t_i, t_{i+1}) holds t (within ``grid_snap`` steps below a grid point
+        counts as that point): an int for a float t, a long tensor for a tensor of times."""
+        if isinstance(t, Tensor) and t.numel() > 1:
+            return (t / self.h + self.grid_snap).floor().long().clamp(0, self.K - 1)
+        return min(max(int(math.floor(float(t) / self.h + self.grid_snap)), 0), self.K - 1)
 
     # ------------------------------------------------------------------ laws
     @property
