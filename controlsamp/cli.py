@@ -222,7 +222,7 @@ def main(argv=None) -> int:
     p_run = sub.add_parser("run", help="train a diffusion sampler on a target and evaluate it (or run AIS / SMC)")
     p_run.add_argument("--target", default="gmm25", choices=targets.names())
     p_run.add_argument("--sampler", default="pis", choices=sorted(samplers.SAMPLERS))
-    p_run.add_argument("--loss", default=None, choices=samplers.LOSSES + samplers.ASBS.LOSSES,
+    p_run.add_argument("--loss", default=None, choices=samplers.LOSSES,
                        help="training loss (default: tb; am for asbs)")
     p_run.add_argument("--iters", type=int, default=1000)
     p_run.add_argument("--batch", type=int, default=300)

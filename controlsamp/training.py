@@ -72,9 +72,11 @@ def save_checkpoint(path: str, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str, kind: str, config: dict, map_location=None) -> dict:
+def load_checkpoint(path: str, kind: str, config: dict, map_location=None,
+                    normalise: Optional[Callable[[dict], dict]] = None) -> dict:
     """Read a checkpoint written by :func:`fit_loop` or :func:`save_model` and check that it belongs to a
-    trainer of this ``kind`` and ``config``; a ValueError says what differs."""
+    trainer of this ``kind`` and ``config``; a ValueError says what differs. ``normalise`` maps the saved
+    config before the comparison (e.g. filling in options added since the file was written)."""
     if not os.path.exists(path):
         raise ValueError(f"path {path!r} does not exist")
     payload = torch.load(path, weights_only=False, map_location=map_location)
@@ -82,6 +84,8 @@ def load_checkpoint(path: str, kind: str, config: dict, map_location=None) -> di
         raise ValueError(f"{path!r} is not a controlsamp checkpoint (schema {SCHEMA})")
     if payload["kind"] != kind:
         raise ValueError(f"{path!r} holds a {payload['kind']}; this is a {kind}")
+    if normalise is not None:
+        payload["config"] = normalise(payload["config"])
     if payload["config"] != config:
         diff = sorted(k for k in set(payload["config"]) | set(config) if payload["config"].get(k) != config.get(k))
         detail = ", ".join(f"{k}: saved {payload['config'].get(k)!r} vs now {config.get(k)!r}" for k in diff)

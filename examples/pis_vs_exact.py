@@ -30,10 +30,10 @@ def main(out: str = "pis_vs_exact.png", iters: int = 400, seed: int = 0) -> str:
     pis.fit(iters, batch=256, loss="lv", lr=3e-3, lr_schedule="cosine", seed=seed, progress=False)
 
     gen = torch.Generator().manual_seed(seed + 1)
-    xs, _, _, _ = pis.simulate(2000, gen)
+    xs = pis.simulate(2000, gen).xs
     errs = []
     for i in range(pis.steps):
-        t = i * pis.grid.h
+        t = i * pis.reference.h
         b, bs = pis.drift(t, xs[:, i]).double(), exact.drift(t, xs[:, i].double())
         errs.append(float((((b - bs) ** 2).sum(1).mean() / (bs ** 2).sum(1).mean()) ** 0.5))
     x, log_w = pis.sample(3000, seed=seed + 2)
@@ -60,7 +60,7 @@ def main(out: str = "pis_vs_exact.png", iters: int = 400, seed: int = 0) -> str:
         ax.set_title(f"t = {t}: exact (black) vs learned (red) drift", fontsize=9)
         ax.set_aspect("equal")
     ax = fig.add_subplot(2, 3, 4)
-    ax.plot(np.arange(pis.steps) * pis.grid.h, errs)
+    ax.plot(np.arange(pis.steps) * pis.reference.h, errs)
     ax.set_xlabel("t")
     ax.set_ylabel("|b_theta - b*| / |b*| along the paths")
     ax.set_yscale("log")

@@ -127,11 +127,18 @@ def test_relative_entropy_gradient_is_the_gradient_of_minus_elbo(scheme, stl):
         assert abs(ad - fd) < 1e-6 * (1 + abs(fd)), (ad, fd)
 
 
-def test_adjoint_is_refused_for_the_exponential_scheme():
+def test_adjoint_is_refused_for_the_exponential_scheme_and_the_default_backpropagates():
+    """adjoint=True on DDS's exponential scheme is refused (torchsde cannot take its steps); the default picks
+    backpropagation through the scheme's rollout there and the adjoint for Euler schemes."""
     tgt = gaussian_target(2)
     s = cs.samplers.DDS(tgt, steps=8)
     with pytest.raises(ValueError, match="exponential"):
-        s.fit(1, loss="kl", progress=False)
+        s.fit(1, loss="kl", adjoint=True, progress=False)
+    kl = cs.control.get_objective("kl")
+    assert not kl._use_adjoint(s.problem)
+    assert kl._use_adjoint(cs.samplers.PIS(tgt, steps=8).problem)
+    s.fit(2, batch=16, loss="kl", progress=False)
+    assert len(s.history["loss"]) == 2
 
 
 def test_adjoint_matching_trains_pis_toward_the_follmer_drift():

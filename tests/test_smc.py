@@ -251,7 +251,7 @@ def test_samplers_forward_the_knobs_and_load_older_checkpoints(tmp_path):
     new.save(path)
     payload = torch.load(path, weights_only=False)
     for key in ("target_accept", "adapt_rate", "tempering_tol", "precond_min_var", "kernel"):
-        del payload["options"][key]
+        del payload["config"]["options"][key]
     torch.save(payload, path)
     cs.samplers.SMC(target, n_particles=100).load(path)
     with pytest.raises(ValueError, match="options"):

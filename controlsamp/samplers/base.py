@@ -25,7 +25,6 @@ parametrisation" that Sendera et al. 2024 find essential on hard targets).
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -37,6 +36,7 @@ from ..control import Batch, Objective, Paths, SamplerControl, SamplingProblem, 
 from ..control.objectives import REGISTRY
 from ..sde import DiscretisedReference
 from ..targets import Target
+from ..weights import logmeanexp
 from ..training import Streams, clip_gradient, fit_loop, load_checkpoint, load_modules, make_optimizer, save_model
 from .offpolicy import ReplayBuffer, local_search
 
@@ -82,7 +82,7 @@ class DiffusionSampler:
         self.langevin = bool(langevin) and policy is None
         self.config = dict(hidden=hidden, depth=depth, n_freq=n_freq, langevin=langevin, score_clip=score_clip,
                            parametrisation=parametrisation, seed=seed, steps=self.steps, T=self.T,
-                           scheme=reference.scheme.name)
+                           scheme=repr(reference.scheme))
         if policy is None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
@@ -135,7 +135,7 @@ class DiffusionSampler:
     def log_Z(self, n: int = 10_000, seed: int = 0) -> float:
         """The importance-sampling estimate log mean w over n paths (unbiased for Z in discrete time)."""
         _, lw = self.sample(n, seed)
-        return float(torch.logsumexp(lw, 0) - math.log(lw.shape[0]))
+        return float(logmeanexp(lw))
 
     def eubo_log_weights(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """log w of the reference's time-reversed paths ending at target samples x (their mean is the EUBO)."""
@@ -158,7 +158,7 @@ class DiffusionSampler:
             local_search_step: float = 1e-2, local_search_accept: float = 0.574,
             local_search_adapt_rate: float = 0.05, grad_clip: Optional[float] = None,
             lr_schedule: Optional[str] = None, checkpoint: Optional[str] = None, checkpoint_every: int = 100,
-            resume: bool = False, progress: bool = True, stl: bool = False, adjoint: bool = True,
+            resume: bool = False, progress: bool = True, stl: bool = False, adjoint: Optional[bool] = None,
             backward_every: int = 2) -> "DiffusionSampler":
         r"""Train the control with one objective of :mod:`controlsamp.control.objectives`.
 
@@ -252,7 +252,7 @@ class DiffusionSampler:
                    "target_evals": float(self.target_evals)}
             if "log_w" in info:
                 lw = info["log_w"]
-                rec.update(elbo=float(lw.mean()), log_Z=float(torch.logsumexp(lw, 0) - math.log(len(lw))))
+                rec.update(elbo=float(lw.mean()), log_Z=float(logmeanexp(lw)))
             if hasattr(objective, "log_Z"):
                 rec["log_Z_param"] = float(objective.log_Z.detach())
             state["evals"] = self.target_evals

@@ -23,7 +23,7 @@ SCHEDULES = ("constant", "linear", "cosine")
 
 
 def vp_reference(dim: int, steps: int, sigma: float, T: float, schedule: str, beta_min: float, beta_max: float,
-                 scheme: str = "exponential") -> DiscretisedReference:
+                 scheme="exponential") -> DiscretisedReference:
     """The reversed-schedule VP reference scaled to stationary variance sigma^2 (constant: beta = beta_max)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}; got {schedule!r}")
@@ -35,12 +35,20 @@ def vp_reference(dim: int, steps: int, sigma: float, T: float, schedule: str, be
 
 
 class DDS(DiffusionSampler):
-    """``DDS(target, steps=100, sigma=1.0, T=1.0, schedule="linear", beta_min=0.1, beta_max=10.0, **options)``."""
+    """``DDS(target, steps=100, sigma=1.0, T=1.0, schedule="linear", beta_min=0.1, beta_max=10.0,
+    scheme="exponential", **options)``.
+
+    ``scheme``: ``"exponential"`` (the exponential integrator, DDS's own), ``"euler"`` (Euler steps; the paths
+    are then weighted against the Euler chain of the same reference, whose terminal variance differs from
+    sigma^2 by O(h), and only then is the relative entropy through torchsde's adjoint offered), or a
+    :class:`~controlsamp.sde.schemes.GaussianScheme` instance (e.g. ``Exponential(quad_nodes=16)``, the
+    Gauss–Legendre nodes of its control coefficient). ``method`` is the former name of ``scheme``. Other
+    options: :class:`~controlsamp.samplers.base.DiffusionSampler`."""
 
     name = "dds"
 
     def __init__(self, target, steps: int = 100, sigma: float = 1.0, T: float = 1.0, schedule: str = "linear",
-                 beta_min: float = 0.1, beta_max: float = 10.0, scheme: str = "exponential",
+                 beta_min: float = 0.1, beta_max: float = 10.0, scheme="exponential",
                  method: Optional[str] = None, **kwargs):
         check_target(target)
         sigma, T, steps = check_positive(sigma, "sigma"), check_positive(T, "T"), check_dim(steps, "steps")
@@ -50,4 +58,4 @@ class DDS(DiffusionSampler):
         super().__init__(target, reference, **kwargs)
         self.sigma = sigma
         self.config.update(sampler="dds", sigma=sigma, schedule=schedule, beta_min=beta_min, beta_max=beta_max,
-                           scheme=scheme)
+                           scheme=repr(reference.scheme))

@@ -93,7 +93,8 @@ class MonteCarloSampler:
 
     def load(self, path: str) -> "MonteCarloSampler":
         """Restore what :meth:`save` wrote (a file of another sampler or with other options is refused)."""
-        payload = load_checkpoint(path, type(self).__name__, self._config())
+        payload = load_checkpoint(path, type(self).__name__, self._config(),
+                                  normalise=lambda c: dict(c, options=_with_defaults(c["options"])))
         self.target_evals = payload["extra"]["target_evals"]
         return self
 

@@ -52,9 +52,11 @@ class Objective(nn.Module):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.name:
+            where = (cls.__module__, cls.__qualname__)
             for key in (cls.name, *cls.aliases):
-                if key in REGISTRY and REGISTRY[key] is not cls:
-                    raise ValueError(f"objective name {key!r} is taken by {REGISTRY[key].__name__}")
+                old = REGISTRY.get(key)
+                if old is not None and (old.__module__, old.__qualname__) != where:  # a redefinition replaces
+                    raise ValueError(f"objective name {key!r} is taken by {old.__module__}.{old.__qualname__}")
                 REGISTRY[key] = cls
 
     def check(self, problem: ControlProblem) -> None:
