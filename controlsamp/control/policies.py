@@ -74,8 +74,9 @@ class MLPPolicy(nn.Module):
 
     def on_grid(self, ts: Tensor) -> Callable[..., Tensor]:
         """``u(i, x, features=None)`` = u(ts[i], x) with the time-only terms of all the times ``ts`` (distinct,
-        increasing) computed in one batched call: what a rollout over a fixed grid calls at every step.
-        Differentiable in the parameters when built with gradients on."""
+        increasing) computed in one batched call: what a rollout over a fixed grid calls at every step. With
+        ``i = slice(None)`` and x of shape (n, len(ts), d) it evaluates every time at once (a batch of whole
+        paths). Differentiable in the parameters when built with gradients on."""
         bias, gain = self._time_terms(ts, ts.reshape(-1, 1))
         weight, rest = self.net[0].weight[:, : self.dim], self.net[1:]
 
@@ -152,7 +153,13 @@ class SamplerControl(nn.Module):
             return net
         idx = [self.step_index(t) for t in ts.tolist()]
         c1, c2 = [float(self.c1[j]) for j in idx], [float(self.c2[j]) for j in idx]
-        return lambda i, x, features=None: c1[i] * x + c2[i] * net(i, x, features)
+        col1, col2 = (torch.tensor(c, device=ts.device, dtype=ts.dtype).unsqueeze(-1) for c in (c1, c2))
+
+        def u(i, x, features=None):
+            if isinstance(i, slice):
+                return col1[i] * x + col2[i] * net(i, x, features)
+            return c1[i] * x + c2[i] * net(i, x, features)
+        return u
 
     def forward(self, t, x: Tensor, features: Optional[Tensor] = None) -> Tensor:
         out = self.net(t, x, features)

@@ -133,16 +133,21 @@ class SamplingProblem(ControlProblem):
         return control
 
     def simulate(self, policy, n: int, generator: Optional[torch.Generator] = None, explore: float = 0.0,
-                 noise: Optional[Tensor] = None, device=None, dtype=torch.float32) -> Paths:
+                 noise: Optional[Tensor] = None, device=None, dtype=torch.float32,
+                 differentiable: bool = False) -> Paths:
         """Detached paths of the controlled chain from x_0 ~ N(0, v0 I) (``explore``: wider behaviour noise),
-        with the model means, the Langevin features along them and the log-rewards at x_K."""
+        with the model means, the Langevin features along them and the log-rewards at x_K.
+
+        ``differentiable``: the model means u are evaluated with gradients on (the states stay detached), so
+        :meth:`log_weights` of these paths is differentiable in the policy's parameters without evaluating the
+        policy along them again: what an objective of log w trains on, in one pass."""
         feats: list = []
-        with torch.no_grad():
+        with torch.set_grad_enabled(differentiable):
             x0 = self.sample_x0(n, generator, device, dtype)
             xs, means, noise = controlled_paths(self.reference, self._recording_control(policy, feats, False, device,
                                                                                         dtype), x0, noise,
-                                                generator, explore)
-            log_r = self.log_reward(xs[:, -1])
+                                                generator, explore, detach_states=True)
+            log_r = self.log_reward(xs[:, -1]).detach()
         return Paths(xs, noise=noise, means=means, log_reward=log_r,
                      features=torch.stack(feats, 1) if feats else None)
 
@@ -170,11 +175,18 @@ class SamplingProblem(ControlProblem):
         """u(t_i, x_i) along the paths, (n, K, d), in one batched call (the recorded Langevin features reused)."""
         xs = paths.xs
         n, K, d = xs.shape[0], self.steps, self.dim
+        langevin = getattr(policy, "uses_features", False)
+        f = None
+        if langevin:
+            f = paths.features if paths.features is not None else \
+                self.langevin_feature(xs[:, :-1].reshape(n * K, d)).reshape(n, K, d)
+        if isinstance(policy, SamplerControl):  # the time-only terms once per step, broadcast over the paths
+            ts = torch.tensor(self.reference.t[:-1], device=xs.device, dtype=xs.dtype)
+            return policy.on_grid(ts)(slice(None), xs[:, :-1], f)
         flat = xs[:, :-1].reshape(n * K, d)
         t = (torch.arange(K, device=xs.device).to(xs.dtype) * self.reference.h).repeat(n)
-        if getattr(policy, "uses_features", False):
-            f = paths.features.reshape(n * K, d) if paths.features is not None else self.langevin_feature(flat)
-            return policy(t, flat, f).reshape(n, K, d)
+        if langevin:
+            return policy(t, flat, f.reshape(n * K, d)).reshape(n, K, d)
         return policy(t, flat).reshape(n, K, d)
 
     def lean_adjoint(self, paths: Paths) -> Tensor:
@@ -195,8 +207,9 @@ class SamplingProblem(ControlProblem):
         return -r * adjoint[:, 1:]
 
     def log_weights(self, policy, paths: Paths) -> Tensor:
-        """log w of ``paths`` (n,) float64 under ``policy``: differentiable in its parameters, unless the paths
-        carry the model's means (then the weights of the paths as drawn)."""
+        """log w of ``paths`` (n,) float64 under ``policy``: from the model means the paths carry (differentiable
+        when :meth:`simulate` drew them with ``differentiable=True``), else by evaluating the policy along the
+        paths (differentiable in its parameters)."""
         xs = paths.xs
         if paths.means is not None:
             means = paths.means

@@ -112,9 +112,11 @@ class DiffusionSampler:
             u = self.policy(t, x)
         return self.reference.k_at(t) * x + self.reference.g_at(t) * u
 
-    def simulate(self, n: int, generator=None, explore: float = 0.0, noise: Optional[Tensor] = None) -> Paths:
+    def simulate(self, n: int, generator=None, explore: float = 0.0, noise: Optional[Tensor] = None,
+                 differentiable: bool = False) -> Paths:
         """Detached paths of the current control (see :meth:`SamplingProblem.simulate`)."""
-        return self.problem.simulate(self.policy, n, generator, explore, noise, self.device, self.dtype)
+        return self.problem.simulate(self.policy, n, generator, explore, noise, self.device, self.dtype,
+                                     differentiable)
 
     def log_weights(self, paths: Paths) -> Tensor:
         """log w (n,) float64 of ``paths`` under the current control."""
@@ -226,10 +228,11 @@ class DiffusionSampler:
                 return problem.backward_paths(xK.to(self.device, self.dtype), log_r.to(self.device),
                                               streams.device), True
             eps = explore * (1 - it / iters) if explore_decay else explore
-            paths = self.simulate(batch, streams.device, explore=eps)
+            # the model means carry the graph: log w is differentiable without a second pass over the paths
+            paths = self.simulate(batch, streams.device, explore=eps, differentiable=True)
             if buf is not None:
                 buf.add(paths.xs[:, -1], paths.log_reward)
-            return paths._replace(means=None), False  # the weights must follow the control's parameters
+            return paths, False
 
         def step(it: int) -> Dict[str, float]:
             opt.zero_grad(set_to_none=True)

@@ -27,8 +27,8 @@ __all__ = ["rollout", "controlled_paths", "reference_reversal", "path_log_ratio"
 
 def rollout(mean: Callable[[int, Tensor], Tensor], noise_map: Callable[[int, Tensor], Tensor], x_start: Tensor,
             steps: int, noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
-            noise_dim: Optional[int] = None, backward: bool = False, record: bool = True
-            ) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+            noise_dim: Optional[int] = None, backward: bool = False, record: bool = True,
+            detach_states: bool = False) -> Tuple[Tensor, Optional[Tensor], Tensor]:
     r"""Run :math:`x \leftarrow m_i(x) + n_i(\xi_i)` for i = 0..K-1 (forward, from x_start = x_0) or
     i = K-1..0 (``backward``, from x_start = x_K).
 
@@ -38,6 +38,9 @@ def rollout(mean: Callable[[int, Tensor], Tensor], noise_map: Callable[[int, Ten
         noise: standard normals (n, K, noise_dim) to reuse (same noise, same path); else drawn from
             ``generator`` with ``noise_dim`` (default d) channels.
         record: keep the whole path; else only the far end is returned (xs (n, d), means None).
+        detach_states: the states carry no gradient (x = sg(m) + noise) while the means keep theirs: the
+            means of a detached path, differentiable in what ``mean`` depends on besides x (a policy's
+            parameters), in the same pass that draws the path.
     Returns:
         xs (n, K + 1, d) in forward-time order, the step means (n, K, d) (indexed by step) and the noise.
     """
@@ -51,7 +54,7 @@ def rollout(mean: Callable[[int, Tensor], Tensor], noise_map: Callable[[int, Ten
     x, xs, means = x_start, [x_start], []
     for i in order:
         m = mean(i, x)
-        x = m + noise_map(i, noise[:, i])
+        x = (m.detach() if detach_states else m) + noise_map(i, noise[:, i])
         if record:
             xs.append(x)
             means.append(m)
@@ -64,16 +67,17 @@ def rollout(mean: Callable[[int, Tensor], Tensor], noise_map: Callable[[int, Ten
 
 def controlled_paths(reference: DiscretisedReference, control: Callable[[int, Tensor], Tensor], x0: Tensor,
                      noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
-                     explore: float = 0.0, record: bool = True) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+                     explore: float = 0.0, record: bool = True, detach_states: bool = False
+                     ) -> Tuple[Tensor, Optional[Tensor], Tensor]:
     r"""Paths of the controlled chain :math:`x_{i+1} = a_i x_i + b_i u_i + \sqrt{v_i + \epsilon^2 h}\,\xi_i`,
     :math:`u_i` = ``control(i, x_i)``; ``explore`` = :math:`\epsilon` widens the noise (exploration, Sendera et
     al. 2024: the behaviour law differs from the model, whose step density keeps v_i). Differentiable when
-    called with gradients on (a reparametrised path). Returns xs (n, K+1, d), the model means (n, K, d) and
+    called with gradients on (a reparametrised path; with ``detach_states`` only the means are). Returns xs (n, K+1, d), the model means (n, K, d) and
     the standard normal noise."""
     a, b = reference.floats("a"), reference.floats("b")
     std = [math.sqrt(v + explore ** 2 * reference.h) for v in reference.floats("v")]
     return rollout(lambda i, x: a[i] * x + b[i] * control(i, x), lambda i, xi: std[i] * xi, x0, reference.K,
-                   noise, generator, record=record)
+                   noise, generator, record=record, detach_states=detach_states)
 
 
 def reference_reversal(reference: DiscretisedReference, xK: Tensor, generator: Optional[torch.Generator] = None
