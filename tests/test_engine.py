@@ -190,3 +190,12 @@ def test_one_pass_training_paths_give_the_recomputed_weights_and_gradient(name):
             else:
                 assert torch.allclose(lw.detach(), lw_one, atol=1e-9, rtol=0)
         assert torch.allclose(grads[0], grads[1], atol=1e-9, rtol=1e-9)
+
+
+def test_objectives_that_need_supplied_data_are_refused_with_a_reason():
+    tgt = gaussian_target(2)
+    with pytest.raises(ValueError, match="ASBS"):
+        cs.samplers.PIS(tgt, steps=5).fit(1, loss="corrector_matching", progress=False)
+    problem = cs.control.SamplingProblem(tgt, cs.samplers.PIS(tgt, steps=5).reference)
+    with pytest.raises(ValueError, match="endpoint"):
+        cs.solve(problem, method="reciprocal_adjoint_matching", iters=1, progress=False)

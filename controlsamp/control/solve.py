@@ -120,6 +120,9 @@ def solve(problem: ControlProblem, method="adjoint", policy="mlp", iters: int = 
     lr = check_positive(lr, "lr")
     objective = make_objective(method, solver)
     objective.check(problem)
+    if objective.needs_data:
+        raise ValueError(f"method={method!r} regresses on data a method supplies (ASBS's endpoint pairs), not on "
+                         "paths solve() can draw; use 'adjoint', 'backprop', 'log_variance' or 'adjoint_matching'")
     kwargs = dict(policy_kwargs or {})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # network initialisation, without touching the caller's global stream

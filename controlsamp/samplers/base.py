@@ -198,6 +198,10 @@ class DiffusionSampler:
             raise ValueError(f"stl=True is the sticking-the-landing estimator of loss='kl'; got loss={loss!r}")
         objective = self.make_objective(loss, **options)
         objective.check(self.problem)
+        if objective.needs_data:
+            raise ValueError(f"loss={loss!r} regresses on data a method supplies (ASBS trains it on its endpoint "
+                             "pairs: cs.samplers.ASBS); for this sampler use one of 'kl', 'lv', 'tb', 'vargrad', "
+                             "'am', 'known_log_Z'")
         iters, batch = check_dim(iters, "iters"), check_dim(batch, "batch")
         lr = check_positive(lr, "lr")
         backward_every = check_dim(backward_every, "backward_every")

@@ -7,7 +7,8 @@ and checkpoints with the policy) called as
 
 with ``batch`` a :class:`Batch` (the number of paths, the random streams, the iteration's entropy and,
 for off-policy training, paths drawn by a behaviour law). ``info`` holds detached per-path log-weights
-(``"log_w"``) or costs (``"cost"``) for monitoring. ``check(problem)`` raises a ValueError saying why an
+(``"log_w"``) or costs (``"cost"``) for monitoring; ``needs_data`` marks objectives that only regress on
+data a method supplies (ASBS's endpoint pairs), not on paths they could draw themselves. ``check(problem)`` raises a ValueError saying why an
 objective does not apply to a problem.
 
 A loss that is a function of the path log-weights log w alone is a :class:`LogWeightObjective`: it
@@ -48,6 +49,7 @@ class Objective(nn.Module):
     name: str = ""
     aliases: Tuple[str, ...] = ()
     off_policy: bool = False
+    needs_data: bool = False  # trains only on data its caller supplies (batch.paths), e.g. ASBS's endpoint pairs
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -14,7 +14,8 @@ from .base import Batch, Objective
 
 class CorrectorMatching(Objective):
     name = "corrector_matching"
-    off_policy = True  # any coupling of (X_0, X_T) the caller supplies
+    off_policy = True
+    needs_data = True  # any coupling of (X_0, X_T) the caller supplies
 
     def check(self, problem) -> None:
         if not isinstance(problem, SamplingProblem):

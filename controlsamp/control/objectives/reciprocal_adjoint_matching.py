@@ -21,6 +21,7 @@ from .base import Batch, Objective
 class ReciprocalAdjointMatching(Objective):
     name = "reciprocal_adjoint_matching"
     off_policy = True
+    needs_data = True
 
     def check(self, problem) -> None:
         if not isinstance(problem, SamplingProblem):
