@@ -19,6 +19,7 @@ every module in it.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Dict, NamedTuple, Optional, Tuple
 
 import torch
@@ -42,7 +43,7 @@ class Batch(NamedTuple):
     paths: Optional[Paths] = None
 
 
-class Objective(nn.Module):
+class Objective(nn.Module, ABC):
     """Base class; see the module docstring. Class attributes: ``name``, ``aliases``, ``off_policy`` (whether
     it accepts paths from a behaviour law other than the current control)."""
 
@@ -64,8 +65,9 @@ class Objective(nn.Module):
     def check(self, problem: ControlProblem) -> None:
         """Raise a ValueError if the objective does not apply to ``problem``."""
 
+    @abstractmethod
     def forward(self, problem: ControlProblem, policy: nn.Module, batch: Batch) -> Tuple[Tensor, dict]:
-        raise NotImplementedError(f"{type(self).__name__} must define forward(problem, policy, batch)")
+        """(loss, info) of one batch."""
 
     def extra_repr(self) -> str:
         return self.name
@@ -81,9 +83,9 @@ class LogWeightObjective(Objective):
             raise ValueError(f"the {self.name!r} objective is a function of path log-weights, which need a "
                              "relative-entropy problem: control_matrix = sigma and control_cost = (rho/2) I")
 
+    @abstractmethod
     def of_log_weights(self, log_w: Tensor) -> Tensor:
         """The loss as a function of log w (n,), float64."""
-        raise NotImplementedError(f"{type(self).__name__} must define of_log_weights(log_w)")
 
     def forward(self, problem: ControlProblem, policy: nn.Module, batch: Batch) -> Tuple[Tensor, dict]:
         paths = batch.paths
