@@ -174,6 +174,13 @@ class SamplerControl(nn.Module):
         return c1 * x + c2 * out
 
 
+def frozen(policy: nn.Module) -> Callable[..., Tensor]:
+    """``policy`` as a callable with its parameters cut from the graph (the gradient still flows through the
+    inputs): the control inside the "sticking the landing" terms."""
+    params = {k: v.detach() for k, v in policy.named_parameters()}
+    return lambda *args: torch.func.functional_call(policy, params, args)
+
+
 def make_policy(policy, problem, **kwargs) -> nn.Module:
     """A policy from a name ("mlp", "affine", "mlp+grad") or an nn.Module given as is."""
     if isinstance(policy, nn.Module):

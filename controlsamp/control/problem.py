@@ -5,12 +5,11 @@ import math
 from typing import Callable, NamedTuple, Optional
 
 import torch
-from torch.func import functional_call
 
 from .._linalg import sym_sqrt
 from .._validate import as_tensor, check_dim, check_positive, check_spd, check_vector
 from ..sde import rollout
-from .policies import MLPPolicy
+from .policies import MLPPolicy, frozen as frozen_policy
 
 Tensor = torch.Tensor
 Fn = Callable[..., Tensor]
@@ -198,15 +197,7 @@ class ControlProblem:
     def control_fn(self, policy, frozen: bool = False):
         """u(t, x) of ``policy`` as a callable; ``frozen``: its parameters cut from the graph (the gradient
         still flows through x)."""
-        if not frozen:
-            return policy
-        params = None
-
-        def control(t, x):
-            nonlocal params
-            params = params or {k: v.detach() for k, v in policy.named_parameters()}
-            return functional_call(policy, params, (t, x))
-        return control
+        return frozen_policy(policy) if frozen else policy
 
     def controls_along(self, policy, paths: Paths) -> Tensor:
         """u(t_i, X_i) along the paths, (n, K, m), differentiable in the policy's parameters: one batched call

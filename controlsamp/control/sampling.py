@@ -24,11 +24,10 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
-from torch.func import functional_call
 
 from ..sde import DiscretisedReference, controlled_paths, path_log_ratio, reference_reversal
 from ..targets import Target, TargetEvaluator
-from .policies import SamplerControl
+from .policies import SamplerControl, frozen as frozen_policy
 from .problem import ControlProblem, Paths
 
 Tensor = torch.Tensor
@@ -163,12 +162,11 @@ class SamplingProblem(ControlProblem):
     def control_fn(self, policy, frozen: bool = False):
         """u(t, x) of ``policy`` as a callable (with the Langevin feature, differentiable in x, when the policy
         takes it); ``frozen``: the parameters cut from the graph."""
-        params = {k: v.detach() for k, v in policy.named_parameters()} if frozen else None
+        call = frozen_policy(policy) if frozen else policy
         langevin = getattr(policy, "uses_features", False)
 
         def control(t, x):
-            args = (t, x, self.langevin_feature(x, graph=True)) if langevin else (t, x)
-            return functional_call(policy, params, args) if frozen else policy(*args)
+            return call(t, x, self.langevin_feature(x, graph=True)) if langevin else call(t, x)
         return control
 
     def controls_along(self, policy, paths: Paths) -> Tensor:
@@ -235,13 +233,13 @@ class SamplingProblem(ControlProblem):
                                         generator=generator)
         K = ref.K
         if stl:
-            frozen = {k: v.detach() for k, v in policy.named_parameters()}
+            call = frozen_policy(policy)
             langevin = getattr(policy, "uses_features", False)
             a, b = ref.floats("a"), ref.floats("b")
             us = []
             for i in range(K):
                 args = (i * ref.h, xs[:, i], feats[i]) if langevin else (i * ref.h, xs[:, i])
-                us.append(functional_call(policy, frozen, args))
+                us.append(call(*args))
             means = torch.stack([a[i] * xs[:, i] + b[i] * us[i] for i in range(K)], 1)
         log_r = self.log_reward(xs[:, -1])
         return path_log_ratio(ref, xs, means) + log_r.double() - ref.terminal_log_prob(xs[:, -1])
