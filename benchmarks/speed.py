@@ -73,14 +73,16 @@ def worker(args) -> None:
         raise SystemExit(f"imported controlsamp from {controlsamp.__file__}, not from {args.tree}")
     smp, fit = _build(args.worker, args.batch)
     smp.fit(iters=args.warmup, **fit)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     smp.fit(iters=args.iters, **fit)
-    dt = (time.perf_counter() - t0) / args.iters
-    print(TAG + json.dumps(dict(s_per_iter=dt, threads=torch.get_num_threads(), file=controlsamp.__file__)))
+    dt, dc = (time.perf_counter() - t0) / args.iters, (time.process_time() - c0) / args.iters
+    print(TAG + json.dumps(dict(s_per_iter=dt, cpu_s_per_iter=dc, threads=torch.get_num_threads(),
+                                file=controlsamp.__file__)))
 
 
-def measure(tree: str, config: str, threads: str, iters: int, warmup: int, batch=None) -> float:
-    """Run :func:`worker` in a fresh process on ``tree``; seconds per iteration."""
+def measure(tree: str, config: str, threads: str, iters: int, warmup: int, batch=None, cpu: bool = False) -> float:
+    """Run :func:`worker` in a fresh process on ``tree``; wall seconds per iteration (``cpu``: also the
+    process's CPU seconds per iteration, as a pair)."""
     env = dict(os.environ, PYTHONPATH=tree)
     for var in ("CONTROLSAMP_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.pop(var, None)  # the worker sets the count itself (torch's default stays measurable)
@@ -89,7 +91,8 @@ def measure(tree: str, config: str, threads: str, iters: int, warmup: int, batch
     out = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True)
     for line in out.stdout.splitlines():
         if line.startswith(TAG):
-            return json.loads(line[len(TAG):])["s_per_iter"]
+            rec = json.loads(line[len(TAG):])
+            return (rec["s_per_iter"], rec["cpu_s_per_iter"]) if cpu else rec["s_per_iter"]
     raise RuntimeError(f"{' '.join(cmd)} failed (PYTHONPATH={tree}):\n{out.stdout}\n{out.stderr}")
 
 
@@ -114,19 +117,27 @@ def compare(args) -> None:
         print(f"# {k}: {describe(t)}")
     print(f"# python {sys.version.split()[0]}, load average at start {os.getloadavg()[0]:.2f}")
     times = {(c, k): [] for c in args.configs for k in trees}
+    cpu = {(c, k): [] for c in args.configs for k in trees}
     for r in range(args.repeats):
         for c in args.configs:
             for k in (("old", "new") if r % 2 == 0 else ("new", "old")):
-                times[c, k].append(measure(trees[k], c, "1", args.iters, args.warmup))
+                wall, cpu_s = measure(trees[k], c, "1", args.iters, args.warmup, cpu=True)
+                times[c, k].append(wall)
+                cpu[c, k].append(cpu_s)
                 if args.verbose:
-                    print(f"  repeat {r} {c:18s} {k}: {times[c, k][-1]:.4f} s/iter", flush=True)
+                    print(f"  repeat {r} {c:18s} {k}: {wall:.4f} s/iter wall, {cpu_s:.4f} CPU", flush=True)
     print(f"# load average at end {os.getloadavg()[0]:.2f}\n")
-    print("| config | old s/iter | new s/iter | speed-up | old repeats | new repeats |")
-    print("|---|---|---|---|---|---|")
+    print("Wall seconds per iteration (what a user waits), and the process's CPU seconds per iteration (less "
+          "sensitive to other jobs on a shared machine), medians:\n")
+    print("| config | old s/iter | new s/iter | speed-up | old CPU s/iter | new CPU s/iter | CPU speed-up "
+          "| old repeats (wall) | new repeats (wall) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for c in args.configs:
         o, n = statistics.median(times[c, "old"]), statistics.median(times[c, "new"])
+        oc, nc = statistics.median(cpu[c, "old"]), statistics.median(cpu[c, "new"])
         reps = [" ".join(f"{x:.3f}" for x in times[c, k]) for k in ("old", "new")]
-        print(f"| {c} | {o:.4f} | {n:.4f} | {o / n:.2f}x | {reps[0]} | {reps[1]} |")
+        print(f"| {c} | {o:.4f} | {n:.4f} | {o / n:.2f}x | {oc:.4f} | {nc:.4f} | {oc / nc:.2f}x | {reps[0]} "
+              f"| {reps[1]} |")
 
 
 def sweep(args) -> None:
@@ -163,29 +174,41 @@ def _gflops(m: int, k: int, n: int, seconds: float = 0.5) -> float:
     return 2.0 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
 
 
+def _silu_ns(rows: int, width: int, seconds: float = 0.3) -> float:
+    """Measured single-thread nanoseconds per element of SiLU forward + backward at (rows, width)."""
+    import torch
+    z, g = torch.randn(rows, width), torch.randn(rows, width)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        torch.nn.functional.silu(z)
+        torch.ops.aten.silu_backward(g, z)
+        reps += 1
+    return (time.perf_counter() - t0) / reps / (rows * width) * 1e9
+
+
 def flop_bound(name: str, s_per_iter: float) -> None:
-    """FLOP count of one training iteration's MLP matmuls (and target evaluations) and the time they
-    need at this machine's measured single-thread matmul rate."""
+    """FLOP count of one training iteration's MLP matmuls and the time they need at this machine's measured
+    single-thread matmul rate; plus the SiLU floor (the activations' exp, at the measured elementwise rate)."""
     cfg = CONFIGS[name]
     import controlsamp as cs
     d = cs.targets.get(cfg["target"]).dim
     B, K, H, depth = cfg["fit"]["batch"], cfg["kwargs"]["steps"], NET["hidden"], NET["depth"]
     lgv = cfg["kwargs"].get("langevin", True)
     tf = 2 * 4 + 1  # Fourier time features (n_freq = 4, plus t)
-    widths = [d + tf] + [H] * depth + [d]
-    mac = sum(a * b for a, b in zip(widths[:-1], widths[1:])) + ((tf * H + H * d) if lgv else 0)
+    widths = [d] + [H] * depth + [d]  # the time features enter through a per-step bias computed once per grid
+    mac = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
     fwd = 2 * mac * B * K                 # one forward pass over the B x K grid points
-    rollout, lw_fwd, lw_bwd = fwd, fwd, 2 * fwd  # no-grad rollout; log-weights forward with grad; backward
-    total = rollout + lw_fwd + lw_bwd
+    rollout, bwd = fwd, 2 * fwd           # no-grad rollout; backward (input and weight gradients) in blocks
+    total = rollout + bwd
     peak = _gflops(2048, 2048, 2048)
     r_roll = _gflops(B, H, H)                                        # the rollout's shape: (B, H) x (H, H)
-    r_lw = _gflops(B * K, H, H)                                      # log-weights: all steps at once
+    r_bwd = _gflops(8 * B, H, H)                                     # the backward's blocks of 8 steps
     t_peak = total / peak / 1e9
-    t_shape = rollout / r_roll / 1e9 + (lw_fwd + lw_bwd) / r_lw / 1e9
-    print(f"\n## FLOP lower bound, {name} (MLP widths {widths}{' + gain net' if lgv else ''}; "
-          f"B = {B}, K = {K})")
-    print(f"  MLP matmul FLOPs per iteration: rollout {rollout / 1e9:.3f} G + log-weights forward "
-          f"{lw_fwd / 1e9:.3f} G + backward {lw_bwd / 1e9:.3f} G = {total / 1e9:.3f} GFLOP")
+    t_shape = rollout / r_roll / 1e9 + bwd / r_bwd / 1e9
+    silu = _silu_ns(B, H) * depth * B * K * H * 1e-9                 # forward + backward of every activation
+    print(f"\n## FLOP lower bound, {name} (MLP widths {widths}{' + per-step gain' if lgv else ''}; B = {B}, K = {K})")
+    print(f"  MLP matmul FLOPs per iteration: rollout {rollout / 1e9:.3f} G + backward {bwd / 1e9:.3f} G "
+          f"= {total / 1e9:.3f} GFLOP")
     if cfg["target"] == "gmm25":
         M = 25
         per_lp = M * (2 * d + d * d + 2 * d + 6)   # diff, triangular solve, square-sum, logsumexp
@@ -194,28 +217,27 @@ def flop_bound(name: str, s_per_iter: float) -> None:
         print(f"  target FLOPs (log_prob at x_K{', score at every step for the Langevin feature' if lgv else ''}): "
               f"{tgt / 1e9:.4f} G (elementwise, float64; negligible next to the MLP)")
     print(f"  single-thread torch.mm: {peak:.1f} GFLOP/s at 2048^3, {r_roll:.1f} at ({B}x{H})x({H}x{H}), "
-          f"{r_lw:.1f} at ({B * K}x{H})x({H}x{H})")
-    print(f"  lower bound at peak rate: {t_peak * 1e3:.1f} ms/iter; at the shapes' rates: {t_shape * 1e3:.1f} ms/iter")
-    print(f"  measured {s_per_iter * 1e3:.1f} ms/iter = {s_per_iter / t_peak:.0f}x the peak bound, "
-          f"{s_per_iter / t_shape:.1f}x the shape bound (elementwise work, SiLU, Adam not counted)")
+          f"{r_bwd:.1f} at ({8 * B}x{H})x({H}x{H})")
+    print(f"  lower bound at peak rate: {t_peak * 1e3:.1f} ms/iter; at the shapes' rates: {t_shape * 1e3:.1f} ms/iter; "
+          f"SiLU forward + backward at the measured rate: {silu * 1e3:.1f} ms/iter")
+    print(f"  measured {s_per_iter * 1e3:.1f} ms/iter = {s_per_iter / t_peak:.1f}x the peak bound, "
+          f"{s_per_iter / t_shape:.1f}x the shape bound, {s_per_iter / (t_shape + silu):.1f}x shape bound + SiLU "
+          f"(other elementwise work, the target, the noise and Adam not counted)")
 
 
 GROUPS = [  # (label, file suffix, function name; None: the largest cumulative time in that file)
     ("fit step (one iteration)", "base.py", "step"),
-    ("  rollout: simulate (no grad)", "base.py", "simulate"),
-    ("  log_weights (forward with grad)", "base.py", "log_weights"),
-    ("  loss function", "losses.py", None),
+    ("  simulate: rollout without autograd", "sampling.py", "simulate"),
+    ("    policy steps (recorded)", "grid_mlp.py", "__call__"),
+    ("    Langevin feature (target score)", "sampling.py", "langevin_feature"),
+    ("    per-step log-ratio", "rollout.py", "noise_map"),
+    ("  objective (loss of log w)", "base.py", "forward"),
     ("  backward (autograd)", "graph.py", "_engine_run_backward"),
+    ("    blocked MLP backward", "grid_mlp.py", "backward"),
     ("  Adam step", "adam.py", "step"),
-    ("MLP forward (rollout + log_weights)", "policies.py", "forward"),
-    ("target score (Langevin feature)", "base.py", "target_score"),
-    ("target log_prob (reward)", "base.py", "log_reward"),
-    ("grid.mean (per step + batched)", "grid.py", "mean"),
-    ("grid._coef (coefficient lookups)", "grid.py", "_coef"),
-    ("step_log_ratio (float64)", "grid.py", "step_log_ratio"),
-    ("terminal_log_prob", "grid.py", "terminal_log_prob"),
+    ("target log_prob (reward)", "sampling.py", "log_reward"),
+    ("terminal_log_prob", "reference.py", "terminal_log_prob"),
     ("torch.randn", "~", "torch.randn"),
-    ("torch.Generator (new / manual_seed)", "~", "Generator"),
 ]
 
 

@@ -49,7 +49,7 @@ def test_every_objective_sees_the_weights_of_sample(name):
     paths = s.simulate(64, torch.Generator().manual_seed(3))
     x, lw_sample = s.sample(64, seed=3)
     assert torch.equal(x, paths.xs[:, -1])
-    recomputed = pr.log_weights(s.policy, paths._replace(means=None))
+    recomputed = pr.log_weights(s.policy, paths.detached_from_model())
     assert recomputed.requires_grad
     assert torch.allclose(recomputed.detach(), lw_sample, atol=1e-9, rtol=0)
     for loss in ("lv", "tb", "vargrad", "known_log_Z"):
@@ -182,7 +182,7 @@ def test_one_pass_training_paths_give_the_recomputed_weights_and_gradient(name):
         again = s.simulate(48, torch.Generator().manual_seed(7), explore=explore)
         assert torch.equal(one.xs, again.xs) and not one.xs.requires_grad
         grads = []
-        for paths in (one, again._replace(means=None)):
+        for paths in (one, again.detached_from_model()):
             lw = s.log_weights(paths)
             grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(lw.var(), list(s.policy.parameters()))]))
             if paths is one:

@@ -7,6 +7,8 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from .grid_mlp import GridRecorder
+
 Tensor = torch.Tensor
 
 
@@ -81,7 +83,9 @@ class MLPPolicy(nn.Module):
         weight, rest = self.net[0].weight[:, : self.dim], self.net[1:]
 
         def u(i: int, x: Tensor, features: Optional[Tensor] = None) -> Tensor:
-            out = rest(torch.nn.functional.linear(x, weight) + bias[i])
+            # (one fused product for a batch of states: the same arithmetic as the GridRecorder's)
+            z = torch.addmm(bias[i], x, weight.T) if x.dim() == 2 else torch.nn.functional.linear(x, weight) + bias[i]
+            out = rest(z)
             if gain is not None:
                 out = out + gain[i] * (self.feature(x) if features is None else features)
             return out
@@ -161,6 +165,18 @@ class SamplerControl(nn.Module):
             return c1[i] * x + c2[i] * net(i, x, features)
         return u
 
+    def grid_recorder(self, ts: Tensor) -> "GridRecorder":
+        """``u(i, x, features=None)`` at the grid times ``ts`` evaluated without autograd, whose ``stacked()``
+        gives the controls of the calls (n, K, d) differentiable in the parameters through one batched
+        backward pass (:mod:`controlsamp.control.grid_mlp`): a rollout with detached states."""
+        rec = GridRecorder(self.net, ts)
+        if self.parametrisation == "control":
+            return rec
+        idx = [self.step_index(t) for t in ts.tolist()]
+        c1 = torch.tensor([float(self.c1[j]) for j in idx], device=ts.device, dtype=ts.dtype)
+        c2 = torch.tensor([float(self.c2[j]) for j in idx], device=ts.device, dtype=ts.dtype)
+        return _ScoreRecorder(rec, c1, c2)
+
     def forward(self, t, x: Tensor, features: Optional[Tensor] = None) -> Tensor:
         out = self.net(t, x, features)
         if self.parametrisation == "control":
@@ -172,6 +188,27 @@ class SamplerControl(nn.Module):
         else:
             c1, c2 = float(self.c1[i]), float(self.c2[i])
         return c1 * x + c2 * out
+
+
+class _ScoreRecorder:
+    """A :class:`GridRecorder` of the score network s with u = c1(t) x + c2(t) s(t, x) (DIS)."""
+
+    def __init__(self, rec: GridRecorder, c1: Tensor, c2: Tensor):
+        self.rec, self.c1, self.c2 = rec, c1, c2
+        self._c1, self._c2 = c1.tolist(), c2.tolist()
+
+    def __call__(self, i: int, x: Tensor, features: Optional[Tensor] = None) -> Tensor:
+        return self._c1[i] * x + self._c2[i] * self.rec(i, x, features)
+
+    def stacked(self) -> Tensor:
+        s = self.rec.stacked()
+        K = s.shape[1]
+        xs = self.rec.xs[: K * self.rec.n].reshape(K, self.rec.n, -1).transpose(0, 1)
+        return self.c1[:K].reshape(1, K, 1) * xs + self.c2[:K].reshape(1, K, 1) * s
+
+    def functional(self, value: Tensor, derivative: Callable[[int, int], Tensor]) -> Tensor:
+        # dF/ds_i = c2_i dF/du_i (the c1 x term does not depend on the parameters)
+        return self.rec.functional(value, lambda lo, hi: self.c2[lo:hi].reshape(-1, 1, 1) * derivative(lo, hi))
 
 
 def frozen(policy: nn.Module) -> Callable[..., Tensor]:

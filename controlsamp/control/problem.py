@@ -21,7 +21,9 @@ class Paths(NamedTuple):
     means (n, K, d) when the paths are the model's own (samplers); the log-rewards log pi~(x_K) (n,)
     (samplers); the Langevin features along the path (n, K, d) or None; the path costs (n,) (control
     problems); the terminal-cost gradient at x_K (n, d) where an objective needs it (adjoint matching on
-    endpoint pairs: then xs holds only the endpoints, (n, 2, d))."""
+    endpoint pairs: then xs holds only the endpoints, (n, 2, d)); the discrete Girsanov log-ratio of each
+    path under the model that drew it (n,) float64 (samplers; differentiable in the policy's parameters when
+    drawn for training)."""
     xs: Tensor
     noise: Optional[Tensor] = None
     controls: Optional[Tensor] = None
@@ -30,6 +32,12 @@ class Paths(NamedTuple):
     features: Optional[Tensor] = None
     cost: Optional[Tensor] = None
     terminal_grad: Optional[Tensor] = None
+    log_ratio: Optional[Tensor] = None
+
+    def detached_from_model(self) -> "Paths":
+        """The same paths without what the model that drew them computed along them (means, log-ratio): an
+        objective then evaluates the current policy along the states."""
+        return self._replace(means=None, log_ratio=None)
 
 
 def _zero_drift(t, x):

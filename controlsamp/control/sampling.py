@@ -21,6 +21,7 @@ same Euler path law (Zhang & Chen 2022, PIS; Vargas et al. 2023, DDS; Richter & 
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import torch
@@ -135,20 +136,42 @@ class SamplingProblem(ControlProblem):
                  noise: Optional[Tensor] = None, device=None, dtype=torch.float32,
                  differentiable: bool = False) -> Paths:
         """Detached paths of the controlled chain from x_0 ~ N(0, v0 I) (``explore``: wider behaviour noise),
-        with the model means, the Langevin features along them and the log-rewards at x_K.
+        with their discrete Girsanov log-ratio under the model (accumulated step by step), the Langevin
+        features along them and the log-rewards at x_K.
 
-        ``differentiable``: the model means u are evaluated with gradients on (the states stay detached), so
-        :meth:`log_weights` of these paths is differentiable in the policy's parameters without evaluating the
-        policy along them again: what an objective of log w trains on, in one pass."""
+        ``differentiable``: the log-ratio is differentiable in the policy's parameters (the states stay
+        detached), so :meth:`log_weights` of these paths needs no second evaluation of the policy along them:
+        what an objective of log w trains on, in one pass. For the package's MLP control the path is drawn
+        without autograd and the K steps are differentiated afterwards in blocks
+        (:mod:`controlsamp.control.grid_mlp`); any other policy is differentiated by autograd step by step."""
         feats: list = []
-        with torch.set_grad_enabled(differentiable):
+        ref = self.reference
+        recorder = differentiable and isinstance(policy, SamplerControl)
+        if recorder:
+            rec = policy.grid_recorder(torch.tensor(ref.t[:-1], device=device, dtype=dtype))
+            langevin = policy.uses_features
+
+            def control(i: int, x: Tensor) -> Tensor:
+                f = self.langevin_feature(x) if langevin else None
+                if f is not None:
+                    feats.append(f)
+                return rec(i, x, f)
+        else:
+            control = self._recording_control(policy, feats, False, device, dtype)
+        with torch.set_grad_enabled(differentiable and not recorder):
             x0 = self.sample_x0(n, generator, device, dtype)
-            xs, means, noise = controlled_paths(self.reference, self._recording_control(policy, feats, False, device,
-                                                                                        dtype), x0, noise,
-                                                generator, explore, detach_states=True)
+            xs, _, noise, log_ratio = controlled_paths(ref, control, x0, noise, generator, explore,
+                                                       detach_states=True, keep_means=False, log_ratio=True)
             log_r = self.log_reward(xs[:, -1]).detach()
-        return Paths(xs, noise=noise, means=means, log_reward=log_r,
-                     features=torch.stack(feats, 1) if feats else None)
+        if recorder:
+            # d log-ratio / d u_i = -(b_i / v_i) e_i with the residual e_i = std_i xi_i
+            b, v = ref.floats("b"), ref.floats("v")
+            coef = torch.tensor([-b[i] * math.sqrt(v[i] + explore ** 2 * ref.h) / v[i] for i in range(ref.K)],
+                                device=xs.device, dtype=xs.dtype)
+            log_ratio = rec.functional(log_ratio, lambda lo, hi: coef[lo:hi].reshape(-1, 1, 1)
+                                       * noise[:, lo:hi].transpose(0, 1))
+        return Paths(xs, noise=noise, log_reward=log_r, features=torch.stack(feats, 1) if feats else None,
+                     log_ratio=log_ratio)
 
     def backward_paths(self, xK: Tensor, log_reward: Tensor, generator: Optional[torch.Generator] = None) -> Paths:
         """Paths of the reference's time reversal ending at given terminal samples (off-policy training)."""
@@ -205,18 +228,20 @@ class SamplingProblem(ControlProblem):
         return -r * adjoint[:, 1:]
 
     def log_weights(self, policy, paths: Paths) -> Tensor:
-        """log w of ``paths`` (n,) float64 under ``policy``: from the model means the paths carry (differentiable
-        when :meth:`simulate` drew them with ``differentiable=True``), else by evaluating the policy along the
-        paths (differentiable in its parameters)."""
+        """log w of ``paths`` (n,) float64 under ``policy``: from the log-ratio (or else the model means) the
+        paths carry (differentiable when :meth:`simulate` drew them with ``differentiable=True``), else by
+        evaluating the policy along the paths (differentiable in its parameters)."""
         xs = paths.xs
-        if paths.means is not None:
-            means = paths.means
+        if paths.log_ratio is not None:
+            log_ratio = paths.log_ratio
         else:
-            a = self.reference.coef("a", xs.device, xs.dtype).unsqueeze(-1)
-            b = self.reference.coef("b", xs.device, xs.dtype).unsqueeze(-1)
-            means = a * xs[:, :-1] + b * self.controls_along(policy, paths)
-        return path_log_ratio(self.reference, xs, means) + paths.log_reward.double() \
-            - self.reference.terminal_log_prob(xs[:, -1])
+            means = paths.means
+            if means is None:
+                a = self.reference.coef("a", xs.device, xs.dtype).unsqueeze(-1)
+                b = self.reference.coef("b", xs.device, xs.dtype).unsqueeze(-1)
+                means = a * xs[:, :-1] + b * self.controls_along(policy, paths)
+            log_ratio = path_log_ratio(self.reference, xs, means)
+        return log_ratio + paths.log_reward.double() - self.reference.terminal_log_prob(xs[:, -1])
 
     def reparametrised_log_weights(self, policy, n: int, generator: Optional[torch.Generator] = None,
                                    stl: bool = False, device=None, dtype=torch.float32) -> Tensor:
@@ -229,8 +254,8 @@ class SamplingProblem(ControlProblem):
         feats: list = []
         ref = self.reference
         x0 = self.sample_x0(n, generator, device, dtype)
-        xs, means, _ = controlled_paths(ref, self._recording_control(policy, feats, True, device, dtype), x0,
-                                        generator=generator)
+        xs, _, _, log_ratio = controlled_paths(ref, self._recording_control(policy, feats, True, device, dtype), x0,
+                                               generator=generator, keep_means=False, log_ratio=not stl)
         K = ref.K
         if stl:
             call = frozen_policy(policy)
@@ -241,5 +266,6 @@ class SamplingProblem(ControlProblem):
                 args = (i * ref.h, xs[:, i], feats[i]) if langevin else (i * ref.h, xs[:, i])
                 us.append(call(*args))
             means = torch.stack([a[i] * xs[:, i] + b[i] * us[i] for i in range(K)], 1)
+            log_ratio = path_log_ratio(ref, xs, means)
         log_r = self.log_reward(xs[:, -1])
-        return path_log_ratio(ref, xs, means) + log_r.double() - ref.terminal_log_prob(xs[:, -1])
+        return log_ratio + log_r.double() - ref.terminal_log_prob(xs[:, -1])

@@ -14,7 +14,7 @@ forward-time order).
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
@@ -22,13 +22,13 @@ from .reference import DiscretisedReference
 
 Tensor = torch.Tensor
 
-__all__ = ["rollout", "controlled_paths", "reference_reversal", "path_log_ratio", "step_log_ratio"]
+__all__ = ["rollout", "controlled_paths", "ChainPaths", "reference_reversal", "path_log_ratio", "step_log_ratio"]
 
 
 def rollout(mean: Callable[[int, Tensor], Tensor], noise_map: Callable[[int, Tensor], Tensor], x_start: Tensor,
             steps: int, noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
             noise_dim: Optional[int] = None, backward: bool = False, record: bool = True,
-            detach_states: bool = False) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+            detach_states: bool = False, keep_means: bool = True) -> Tuple[Tensor, Optional[Tensor], Tensor]:
     r"""Run :math:`x \leftarrow m_i(x) + n_i(\xi_i)` for i = 0..K-1 (forward, from x_start = x_0) or
     i = K-1..0 (``backward``, from x_start = x_K).
 
@@ -38,6 +38,8 @@ def rollout(mean: Callable[[int, Tensor], Tensor], noise_map: Callable[[int, Ten
         noise: standard normals (n, K, noise_dim) to reuse (same noise, same path); else drawn from
             ``generator`` with ``noise_dim`` (default d) channels.
         record: keep the whole path; else only the far end is returned (xs (n, d), means None).
+        keep_means: also stack the step means (else means is None; a caller that needs only the states
+            saves a (n, K, d) copy).
         detach_states: the states carry no gradient (x = sg(m) + noise) while the means keep theirs: the
             means of a detached path, differentiable in what ``mean`` depends on besides x (a policy's
             parameters), in the same pass that draws the path.
@@ -57,27 +59,60 @@ def rollout(mean: Callable[[int, Tensor], Tensor], noise_map: Callable[[int, Ten
         x = (m.detach() if detach_states else m) + noise_map(i, noise[:, i])
         if record:
             xs.append(x)
-            means.append(m)
+            if keep_means:
+                means.append(m)
     if not record:
         return x, None, noise
     if backward:
         xs, means = xs[::-1], means[::-1]
-    return torch.stack(xs, 1), torch.stack(means, 1), noise
+    return torch.stack(xs, 1), torch.stack(means, 1) if keep_means else None, noise
+
+
+class ChainPaths(NamedTuple):
+    """What :func:`controlled_paths` returns: states xs (n, K+1, d); the model's step means (n, K, d) or None;
+    the standard normal noise (n, K, d); the discrete Girsanov log-ratio of each path (n,) float64 or None."""
+    xs: Tensor
+    means: Optional[Tensor]
+    noise: Tensor
+    log_ratio: Optional[Tensor]
 
 
 def controlled_paths(reference: DiscretisedReference, control: Callable[[int, Tensor], Tensor], x0: Tensor,
                      noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
-                     explore: float = 0.0, record: bool = True, detach_states: bool = False
-                     ) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+                     explore: float = 0.0, record: bool = True, detach_states: bool = False,
+                     keep_means: bool = True, log_ratio: bool = False) -> ChainPaths:
     r"""Paths of the controlled chain :math:`x_{i+1} = a_i x_i + b_i u_i + \sqrt{v_i + \epsilon^2 h}\,\xi_i`,
     :math:`u_i` = ``control(i, x_i)``; ``explore`` = :math:`\epsilon` widens the noise (exploration, Sendera et
     al. 2024: the behaviour law differs from the model, whose step density keeps v_i). Differentiable when
-    called with gradients on (a reparametrised path; with ``detach_states`` only the means are). Returns xs (n, K+1, d), the model means (n, K, d) and
-    the standard normal noise."""
-    a, b = reference.floats("a"), reference.floats("b")
-    std = [math.sqrt(v + explore ** 2 * reference.h) for v in reference.floats("v")]
-    return rollout(lambda i, x: a[i] * x + b[i] * control(i, x), lambda i, xi: std[i] * xi, x0, reference.K,
-                   noise, generator, record=record, detach_states=detach_states)
+    called with gradients on (a reparametrised path; with ``detach_states`` only the means are).
+
+    ``log_ratio``: also accumulate, step by step while the step's tensors are at hand, the path's
+    :func:`path_log_ratio` :math:`\sum_i -\delta_i\cdot(2e_i + \delta_i)/(2v_i)` with :math:`\delta_i = b_i u_i`
+    and :math:`e_i = x_{i+1} - a_i x_i - b_i u_i` (the realised residual, here :math:`\sqrt{v_i+\epsilon^2h}\,\xi_i`);
+    one pass over the whole (n, K, d) path afterwards costs several times more on a memory-bound CPU.
+    ``keep_means``: stack the step means (else None). Returns a :class:`ChainPaths`."""
+    a, b, v = reference.floats("a"), reference.floats("b"), reference.floats("v")
+    std = [math.sqrt(v_i + explore ** 2 * reference.h) for v_i in v]
+    grad = torch.is_grad_enabled()
+    state = {"lr": torch.zeros(x0.shape[0], dtype=torch.float64, device=x0.device) if log_ratio else None}
+
+    def mean(i: int, x: Tensor) -> Tensor:
+        state["delta"] = b[i] * control(i, x)
+        return torch.add(state["delta"], x, alpha=a[i])  # a_i x + b_i u_i
+
+    def noise_map(i: int, xi: Tensor) -> Tensor:
+        e, delta = std[i] * xi, state["delta"]
+        if not log_ratio:
+            return e
+        term = (delta * torch.add(delta, e, alpha=2.0)).sum(-1)  # per path, in the paths' dtype
+        if grad:  # out of place, so the sum stays differentiable
+            state["lr"] = state["lr"] - term.double() / (2 * v[i])
+        else:  # accumulated in float64 in place
+            state["lr"].add_(term, alpha=-1.0 / (2 * v[i]))
+        return e
+    xs, means, noise = rollout(mean, noise_map, x0, reference.K, noise, generator, record=record,
+                               detach_states=detach_states, keep_means=keep_means)
+    return ChainPaths(xs, means, noise, state["lr"])
 
 
 def reference_reversal(reference: DiscretisedReference, xK: Tensor, generator: Optional[torch.Generator] = None

@@ -80,6 +80,7 @@ class GaussianMixture(Target):
         self._iso_var = s_k if torch.equal(self.covs, s_k[:, None, None] * torch.eye(self.dim, dtype=DTYPE)) else None
         if self._iso_var is not None:
             self._iso_const = torch.log(self.weights) - 0.5 * self.dim * torch.log(2 * math.pi * s_k)
+        self._score_tables = {}
         self.log_Z = 0.0
         self.name = name
 
@@ -109,11 +110,29 @@ class GaussianMixture(Target):
         d2 = ((x.unsqueeze(1) - means.unsqueeze(0)) ** 2).sum(-1)
         return const - 0.5 * d2 / var
 
+    def _iso_score_tables(self, dtype: torch.dtype, device: torch.device):
+        """Cached per (dtype, device): means (K, d), (means / s)^T (d, K), the logits' offsets
+        log w_k - d/2 log(2 pi s_k) - |m_k|^2 / (2 s_k) (K,), -1 / (2 s_k) (K,) or None when every s_k is equal
+        (then the |x|^2 term is the same for every component and cancels in the softmax), 1 / s_k (K,)."""
+        key = (dtype, str(device))
+        if key not in self._score_tables:
+            means, var, const = _on(self, device, "means", "_iso_var", "_iso_const")
+            offset = const - 0.5 * (means * means).sum(1) / var
+            quad = None if bool((var == var[0]).all()) else -0.5 / var
+            self._score_tables[key] = tuple(None if t is None else t.to(dtype).contiguous() for t in
+                                            (means, (means / var[:, None]).T, offset, quad, 1.0 / var))
+        return self._score_tables[key]
+
     def score(self, x: torch.Tensor) -> torch.Tensor:
         if self._iso_var is not None:  # sum_k r_k(x) (m_k - x) / s_k, in the dtype of x
+            # responsibilities r_k from logits up to a per-row constant: offset_k + x.m_k / s_k - |x|^2 / (2 s_k),
+            # one (n, d) x (d, K) product instead of an (n, K, d) array of differences
             self._check_x(x)
-            means, var = (v.to(x.dtype) for v in _on(self, x.device, "means", "_iso_var"))
-            r = torch.softmax(self._iso_logits(x), dim=1) / var  # (n, K)
+            means, m_over_s, offset, quad, inv_var = self._iso_score_tables(x.dtype, x.device)
+            logits = torch.addmm(offset, x, m_over_s)
+            if quad is not None:
+                logits = torch.addcmul(logits, (x * x).sum(1, keepdim=True), quad)
+            r = torch.softmax(logits, dim=1) * inv_var  # (n, K)
             return r @ means - r.sum(1, keepdim=True) * x
         post = torch.softmax(self.component_log_prob(x), dim=1)  # (n, K)
         means, chols = _on(self, x.device, "means", "_chols")

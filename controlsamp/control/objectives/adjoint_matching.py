@@ -32,6 +32,6 @@ class AdjointMatching(Objective):
         u = problem.controls_along(policy, paths)
         loss = problem.dt * ((u - target) ** 2).sum(-1).sum(1).mean() / problem.T
         info = {"cost": paths.cost} if paths.cost is not None else {}
-        if paths.means is not None and paths.log_reward is not None:
+        if (paths.log_ratio is not None or paths.means is not None) and paths.log_reward is not None:
             info = {"log_w": problem.log_weights(policy, paths).detach()}
         return loss, info
