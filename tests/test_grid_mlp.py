@@ -56,3 +56,23 @@ def test_calls_out_of_order_are_refused():
         rec(2, torch.zeros(3, 2, dtype=F64))
     with pytest.raises(ValueError, match="chunk"):
         GridRecorder(pol, torch.linspace(0, 0.5, 4, dtype=F64), chunk=0)
+
+
+def test_a_later_recording_reuses_the_arrays_and_the_earlier_one_refuses_its_backward():
+    n, K, d = 5, 4, 2
+    pol = _policy(d, 2, None)
+    ts = torch.linspace(0, 0.5, K, dtype=F64)
+    xs = [torch.randn(n, d, dtype=F64) for _ in range(K)]
+    w = torch.randn(n, K, d, dtype=F64)
+    first = GridRecorder(pol, ts)
+    for i in range(K):
+        first(i, xs[i])
+    u_first = first.stacked()
+    second = GridRecorder(pol, ts)
+    for i in range(K):
+        second(i, 2 * xs[i])
+    assert second.xs.data_ptr() == first.xs.data_ptr()  # the same arrays, overwritten
+    with pytest.raises(RuntimeError, match="differentiate one batch"):
+        torch.autograd.grad((w * u_first).sum(), list(pol.parameters()))
+    u_ref = torch.stack([pol(float(ts[i]), 2 * xs[i]) for i in range(K)], 1)
+    assert torch.allclose(_grads(pol, (w * second.stacked()).sum()), _grads(pol, (w * u_ref).sum()), atol=1e-11)

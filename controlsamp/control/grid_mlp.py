@@ -27,6 +27,7 @@ per-step gain times a feature (the Langevin parametrisation).
 """
 from __future__ import annotations
 
+import weakref
 from typing import Callable, List, Optional
 
 import torch
@@ -56,6 +57,9 @@ class _RecordedMLPGradient(torch.autograd.Function):
     def backward(ctx, grad_value):
         weight0, *layers = ctx.saved_tensors
         rec = ctx.record
+        if rec.stale:
+            raise RuntimeError("the recorded activations of these training paths were reused by a later recording "
+                               "of the same policy: differentiate one batch of paths before drawing the next")
         K, n = rec.calls, rec.n
         ws = layers[0::2]  # the weights of the hidden layers 1..L-1 and of the output layer
         grads: List[Tensor] = [torch.zeros_like(t) for t in layers]
@@ -108,7 +112,7 @@ class GridRecorder:
         self._bias, self._gain = bias.detach(), None if gain is None else gain.detach()
         self.weight0 = policy.net[0].weight[:, : policy.dim]
         self.blocks = [policy.net[j] for j in range(2, len(policy.net), 2)]  # the Linear layers after the first
-        self.K, self.calls, self.n = len(ts), 0, None
+        self.K, self.calls, self.n, self.stale = len(ts), 0, None, False
         # the records, one row block of n per step, written in place: pre-activations and activations of
         # every hidden layer (K n, hidden), states (K n, d), features (K n, m), controls (K, n, m)
         self.pre: List[Tensor] = []
@@ -116,15 +120,27 @@ class GridRecorder:
         self.xs = self.feats = self.us = None
 
     def _allocate(self, x: Tensor) -> None:
+        """The record's arrays, reused from the policy's previous recording of the same shape: fresh arrays of
+        this size (megabytes) come from the operating system page by page at first touch, which measured as
+        much as the arithmetic on a 2-core machine. The previous recorder is marked stale (its backward pass
+        then raises instead of reading overwritten activations)."""
         n, K, H = x.shape[0], self.K, self._bias.shape[1]
-        new = lambda width: torch.empty(K * n, width, device=x.device, dtype=x.dtype)  # noqa: E731
-        self.n = n
-        self.pre = [new(H) for _ in range(len(self.blocks))]
-        self.acts = [new(H) for _ in range(len(self.blocks))]
-        self.xs = new(x.shape[1])
         m = self.blocks[-1].weight.shape[0]
-        self.feats = new(m) if self._gain is not None else None
-        self.us = torch.empty(K, n, m, device=x.device, dtype=x.dtype)
+        key = (n, K, H, len(self.blocks), x.shape[1], m, self._gain is not None, x.dtype, str(x.device))
+        pool = self.policy.__dict__.get("_grid_record_pool")
+        if pool is not None and pool[0] == key:
+            owner = pool[2]()
+            if owner is not None:
+                owner.stale = True
+            arrays = pool[1]
+        else:
+            new = lambda width: torch.empty(K * n, width, device=x.device, dtype=x.dtype)  # noqa: E731
+            arrays = ([new(H) for _ in self.blocks], [new(H) for _ in self.blocks], new(x.shape[1]),
+                      new(m) if self._gain is not None else None,
+                      torch.empty(K, n, m, device=x.device, dtype=x.dtype))
+        self.policy.__dict__["_grid_record_pool"] = (key, arrays, weakref.ref(self))
+        self.n = n
+        self.pre, self.acts, self.xs, self.feats, self.us = arrays
 
     def __call__(self, i: int, x: Tensor, features: Optional[Tensor] = None) -> Tensor:
         if i != self.calls or i >= self.K:
