@@ -113,6 +113,12 @@ class GridRecorder:
         self.weight0 = policy.net[0].weight[:, : policy.dim]
         self.blocks = [policy.net[j] for j in range(2, len(policy.net), 2)]  # the Linear layers after the first
         self.K, self.calls, self.n, self.stale = len(ts), 0, None, False
+        # per-step rows of the time terms and transposed weights (views), taken once per recording
+        self._bias_rows = self._bias.unbind(0)
+        self._gain_rows = None if self._gain is None else self._gain.unbind(0)
+        self._weight0_t = self.weight0.detach().T
+        self._hidden_t = [(lin.weight.detach().T, lin.bias.detach()) for lin in self.blocks[:-1]]
+        self._out_t, self._out_b = self.blocks[-1].weight.detach().T, self.blocks[-1].bias.detach()
         # the records, one row block of n per step, written in place: pre-activations and activations of
         # every hidden layer (K n, hidden), states (K n, d), features (K n, m), controls (K, n, m)
         self.pre: List[Tensor] = []
@@ -138,9 +144,14 @@ class GridRecorder:
             arrays = ([new(H) for _ in self.blocks], [new(H) for _ in self.blocks], new(x.shape[1]),
                       new(m) if self._gain is not None else None,
                       torch.empty(K, n, m, device=x.device, dtype=x.dtype))
+            pre, acts, xs, feats, us = arrays
+            rows = [slice(i * n, (i + 1) * n) for i in range(K)]
+            views = [(xs[r], [p[r] for p in pre], [a[r] for a in acts], None if feats is None else feats[r], us[i])
+                     for i, r in enumerate(rows)]  # each step's rows, made once
+            arrays = arrays + (views,)
         self.policy.__dict__["_grid_record_pool"] = (key, arrays, weakref.ref(self))
         self.n = n
-        self.pre, self.acts, self.xs, self.feats, self.us = arrays
+        self.pre, self.acts, self.xs, self.feats, self.us, self._views = arrays
 
     def __call__(self, i: int, x: Tensor, features: Optional[Tensor] = None) -> Tensor:
         if i != self.calls or i >= self.K:
@@ -150,20 +161,18 @@ class GridRecorder:
             self._allocate(x)
         elif x.shape[0] != self.n:
             raise ValueError(f"GridRecorder was called with {self.n} points, now {x.shape[0]}")
-        rows = slice(i * self.n, (i + 1) * self.n)
+        xs, pre, acts, feats, u = self._views[i]
+        silu = torch.ops.aten.silu.out
         with torch.no_grad():
-            self.xs[rows] = x
-            z = torch.addmm(self._bias[i], x, self.weight0.T, out=self.pre[0][rows])
-            h = torch.ops.aten.silu.out(z, out=self.acts[0][rows])
-            for j, lin in enumerate(self.blocks[:-1], start=1):
-                z = torch.addmm(lin.bias, h, lin.weight.T, out=self.pre[j][rows])
-                h = torch.ops.aten.silu.out(z, out=self.acts[j][rows])
-            out = self.blocks[-1]
-            u = torch.addmm(out.bias, h, out.weight.T, out=self.us[i])
+            xs.copy_(x)
+            h = silu(torch.addmm(self._bias_rows[i], x, self._weight0_t, out=pre[0]), out=acts[0])
+            for j, (w_t, b) in enumerate(self._hidden_t, start=1):
+                h = silu(torch.addmm(b, h, w_t, out=pre[j]), out=acts[j])
+            torch.addmm(self._out_b, h, self._out_t, out=u)
             if self._gain is not None:
                 f = self.policy.feature(x) if features is None else features
-                self.feats[rows] = f
-                u.add_(self._gain[i] * f)
+                feats.copy_(f)
+                u.add_(self._gain_rows[i] * f)
         self.calls += 1
         return u
 

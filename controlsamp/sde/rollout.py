@@ -56,7 +56,7 @@ def rollout(mean: Callable[[int, Tensor], Tensor], noise_map: Callable[[int, Ten
     x, xs, means = x_start, [x_start], []
     for i in order:
         m = mean(i, x)
-        x = (m.detach() if detach_states else m) + noise_map(i, noise[:, i])
+        x = (m.detach() if detach_states and m.requires_grad else m) + noise_map(i, noise[:, i])
         if record:
             xs.append(x)
             if keep_means:
@@ -104,7 +104,7 @@ def controlled_paths(reference: DiscretisedReference, control: Callable[[int, Te
         e, delta = std[i] * xi, state["delta"]
         if not log_ratio:
             return e
-        term = (delta * torch.add(delta, e, alpha=2.0)).sum(-1)  # per path, in the paths' dtype
+        term = torch.linalg.vecdot(delta, torch.add(delta, e, alpha=2.0))  # per path, in the paths' dtype
         if grad:  # out of place, so the sum stays differentiable
             state["lr"] = state["lr"] - term.double() / (2 * v[i])
         else:  # accumulated in float64 in place
