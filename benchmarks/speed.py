@@ -215,7 +215,7 @@ def flop_bound(name: str, s_per_iter: float) -> None:
         per_sc = 2 * per_lp + M * 2 * d           # + posterior, cholesky_solve, weighted sum
         tgt = B * per_lp + (B * K * per_sc if lgv else 0)
         print(f"  target FLOPs (log_prob at x_K{', score at every step for the Langevin feature' if lgv else ''}): "
-              f"{tgt / 1e9:.4f} G (elementwise, float64; negligible next to the MLP)")
+              f"{tgt / 1e9:.4f} G (elementwise; negligible next to the MLP)")
     print(f"  single-thread torch.mm: {peak:.1f} GFLOP/s at 2048^3, {r_roll:.1f} at ({B}x{H})x({H}x{H}), "
           f"{r_bwd:.1f} at ({8 * B}x{H})x({H}x{H})")
     print(f"  lower bound at peak rate: {t_peak * 1e3:.1f} ms/iter; at the shapes' rates: {t_shape * 1e3:.1f} ms/iter; "
