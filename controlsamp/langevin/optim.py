@@ -41,6 +41,7 @@ and efficient adaptive algorithms for neural networks, arXiv:2105.13937 (2021).
 from __future__ import annotations
 
 import math
+from abc import ABCMeta, abstractmethod
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
@@ -53,7 +54,7 @@ Tensor = torch.Tensor
 __all__ = ["SGLD", "TUSLA", "TheoPouLa"]
 
 
-class _LangevinOptimizer(Optimizer):
+class _LangevinOptimizer(Optimizer, metaclass=ABCMeta):
     r"""The part the three algorithms share: hyperparameter checks, the finiteness check on the
     gradients, and the step :math:`\theta \leftarrow \theta - \lambda H + \sqrt{2\lambda/\beta}\,\xi`.
 
@@ -121,9 +122,9 @@ class _LangevinOptimizer(Optimizer):
         """Anything the drift needs from all parameters before the update (default: nothing)."""
         return None
 
+    @abstractmethod
     def _drift(self, p: Tensor, g: Tensor, hyper: Dict[str, float], context: object) -> Tensor:
-        """The drift H of one parameter; each of SGLD, TUSLA and TheoPouLa defines it (abstract here)."""
-        raise NotImplementedError(f"{type(self).__name__} must define _drift (the base class is abstract)")
+        """The drift H of one parameter; each of SGLD, TUSLA and TheoPouLa defines it."""
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None):
