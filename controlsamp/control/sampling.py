@@ -21,12 +21,12 @@ same Euler path law (Zhang & Chen 2022, PIS; Vargas et al. 2023, DDS; Richter & 
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 import torch
 
-from ..sde import DiscretisedReference, controlled_paths, path_log_ratio, reference_reversal
+from ..sde import (DiscretisedReference, controlled_paths, log_ratio_control_derivative, path_log_ratio,
+                   reference_reversal)
 from ..targets import Target, TargetEvaluator
 from .policies import SamplerControl, frozen as frozen_policy
 from .problem import ControlProblem, Paths
@@ -112,15 +112,20 @@ class SamplingProblem(ControlProblem):
         return self.target_score(x, graph).clamp(-self.score_clip, self.score_clip)
 
     # ------------------------------------------------------------------ paths and weights
+    def _grid_times(self, device=None, dtype=torch.float32) -> Tensor:
+        """The step times t_0..t_{K-1} of the grid, (K,)."""
+        return torch.tensor(self.reference.t[:-1], device=device, dtype=dtype)
+
     def _recording_control(self, policy, features: list, graph: bool = False, device=None,
-                           dtype=torch.float32) -> Callable[[int, Tensor], Tensor]:
-        """``control(i, x)`` for a rollout: the policy at t_i (through its ``on_grid`` evaluator when it has
-        one: the time-only terms computed once for the whole grid), recording the Langevin features."""
+                           dtype=torch.float32, recorder=None) -> Callable[[int, Tensor], Tensor]:
+        """``control(i, x)`` for a rollout: the policy at t_i (through ``recorder``, a
+        :class:`~controlsamp.control.grid_mlp.GridRecorder`, when given; else through its ``on_grid`` evaluator
+        when it has one: the time-only terms computed once for the whole grid), recording the Langevin
+        features."""
         h = self.reference.h
         langevin = getattr(policy, "uses_features", False)
-        if isinstance(policy, SamplerControl):
-            ts = torch.tensor(self.reference.t[:-1], device=device, dtype=dtype)
-            grid_u = policy.on_grid(ts)
+        if recorder is not None or isinstance(policy, SamplerControl):
+            grid_u = recorder if recorder is not None else policy.on_grid(self._grid_times(device, dtype))
             u = (lambda i, x, f: grid_u(i, x, f)) if langevin else (lambda i, x, f: grid_u(i, x))
         else:
             u = (lambda i, x, f: policy(i * h, x, f)) if langevin else (lambda i, x, f: policy(i * h, x))
@@ -146,30 +151,16 @@ class SamplingProblem(ControlProblem):
         (:mod:`controlsamp.control.grid_mlp`); any other policy is differentiated by autograd step by step."""
         feats: list = []
         ref = self.reference
-        recorder = differentiable and isinstance(policy, SamplerControl)
-        if recorder:
-            rec = policy.grid_recorder(torch.tensor(ref.t[:-1], device=device, dtype=dtype))
-            langevin = policy.uses_features
-
-            def control(i: int, x: Tensor) -> Tensor:
-                f = self.langevin_feature(x) if langevin else None
-                if f is not None:
-                    feats.append(f)
-                return rec(i, x, f)
-        else:
-            control = self._recording_control(policy, feats, False, device, dtype)
-        with torch.set_grad_enabled(differentiable and not recorder):
+        rec = policy.grid_recorder(self._grid_times(device, dtype)) \
+            if differentiable and isinstance(policy, SamplerControl) else None
+        control = self._recording_control(policy, feats, False, device, dtype, rec)
+        with torch.set_grad_enabled(differentiable and rec is None):
             x0 = self.sample_x0(n, generator, device, dtype)
             xs, _, noise, log_ratio = controlled_paths(ref, control, x0, noise, generator, explore,
                                                        detach_states=True, keep_means=False, log_ratio=True)
             log_r = self.log_reward(xs[:, -1]).detach()
-        if recorder:
-            # d log-ratio / d u_i = -(b_i / v_i) e_i with the residual e_i = std_i xi_i
-            b, v = ref.floats("b"), ref.floats("v")
-            coef = torch.tensor([-b[i] * math.sqrt(v[i] + explore ** 2 * ref.h) / v[i] for i in range(ref.K)],
-                                device=xs.device, dtype=xs.dtype)
-            log_ratio = rec.functional(log_ratio, lambda lo, hi: coef[lo:hi].reshape(-1, 1, 1)
-                                       * noise[:, lo:hi].transpose(0, 1))
+        if rec is not None:
+            log_ratio = rec.functional(log_ratio, log_ratio_control_derivative(ref, noise, explore))
         return Paths(xs, noise=noise, log_reward=log_r, features=torch.stack(feats, 1) if feats else None,
                      log_ratio=log_ratio)
 
@@ -202,8 +193,7 @@ class SamplingProblem(ControlProblem):
             f = paths.features if paths.features is not None else \
                 self.langevin_feature(xs[:, :-1].reshape(n * K, d)).reshape(n, K, d)
         if isinstance(policy, SamplerControl):  # the time-only terms once per step, broadcast over the paths
-            ts = torch.tensor(self.reference.t[:-1], device=xs.device, dtype=xs.dtype)
-            return policy.on_grid(ts)(slice(None), xs[:, :-1], f)
+            return policy.on_grid(self._grid_times(xs.device, xs.dtype))(slice(None), xs[:, :-1], f)
         flat = xs[:, :-1].reshape(n * K, d)
         t = (torch.arange(K, device=xs.device).to(xs.dtype) * self.reference.h).repeat(n)
         if langevin:

@@ -22,7 +22,7 @@ from .reference import DiscretisedReference
 
 Tensor = torch.Tensor
 
-__all__ = ["rollout", "controlled_paths", "ChainPaths", "reference_reversal", "path_log_ratio", "step_log_ratio"]
+__all__ = ["rollout", "controlled_paths", "ChainPaths", "log_ratio_control_derivative", "reference_reversal", "path_log_ratio", "step_log_ratio"]
 
 
 def rollout(mean: Callable[[int, Tensor], Tensor], noise_map: Callable[[int, Tensor], Tensor], x_start: Tensor,
@@ -113,6 +113,19 @@ def controlled_paths(reference: DiscretisedReference, control: Callable[[int, Te
     xs, means, noise = rollout(mean, noise_map, x0, reference.K, noise, generator, record=record,
                                detach_states=detach_states, keep_means=keep_means)
     return ChainPaths(xs, means, noise, state["lr"])
+
+
+def log_ratio_control_derivative(reference: DiscretisedReference, noise: Tensor, explore: float = 0.0
+                                 ) -> Callable[[int, int], Tensor]:
+    r"""The derivative of the log-ratio that :func:`controlled_paths` accumulates, in the controls of a path
+    with detached states: :math:`\partial/\partial u_i = -(b_i / v_i)\,e_i` with the realised residual
+    :math:`e_i = \sqrt{v_i + \epsilon^2 h}\,\xi_i` (``noise`` (n, K, d) the standard normals that drew the
+    path, ``explore`` = :math:`\epsilon`). Returns ``derivative(lo, hi)`` of steps lo..hi-1, shape
+    (hi - lo, n, d) (steps first, as :meth:`controlsamp.control.grid_mlp.GridRecorder.functional` takes it)."""
+    b, v = reference.floats("b"), reference.floats("v")
+    coef = torch.tensor([-b[i] * math.sqrt(v[i] + explore ** 2 * reference.h) / v[i] for i in range(reference.K)],
+                        device=noise.device, dtype=noise.dtype)
+    return lambda lo, hi: coef[lo:hi].reshape(-1, 1, 1) * noise[:, lo:hi].transpose(0, 1)
 
 
 def reference_reversal(reference: DiscretisedReference, xK: Tensor, generator: Optional[torch.Generator] = None
