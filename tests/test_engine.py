@@ -180,7 +180,9 @@ def test_one_pass_training_paths_give_the_recomputed_weights_and_gradient(name):
     for explore in (0.0, 0.7):
         one = s.simulate(48, torch.Generator().manual_seed(7), explore=explore, differentiable=True)
         again = s.simulate(48, torch.Generator().manual_seed(7), explore=explore)
-        assert torch.equal(one.xs, again.xs) and not one.xs.requires_grad
+        # the same paths up to float64 round-off (the recorder computes SiLU as z * sigmoid(z), which rounds
+        # differently from aten's silu)
+        assert torch.allclose(one.xs, again.xs, rtol=1e-12, atol=1e-12) and not one.xs.requires_grad
         grads = []
         for paths in (one, again.detached_from_model()):
             lw = s.log_weights(paths)

@@ -40,6 +40,13 @@ __all__ = ["GridRecorder"]
 Cotangent = Callable[[Tensor, int, int], Tensor]
 
 
+def _silu_backward(grad: Tensor, sig: Tensor, act: Tensor, out: Tensor) -> Tensor:
+    r"""The cotangent of z through :math:`a = z\,s(z)`, :math:`s` the logistic sigmoid, from the recorded
+    :math:`s` and :math:`a`: :math:`\bar z = \bar a\,(s + a(1 - s))`, no exponential (measured 2.4x faster than
+    ``aten.silu_backward``, which recomputes :math:`s` from z), written into ``out``."""
+    return torch.neg(sig, out=out).add_(1).mul_(act).add_(sig).mul_(grad)
+
+
 class _RecordedMLPGradient(torch.autograd.Function):
     r"""``value`` made differentiable in the network's parameters: inputs ``(value, record, cotangent,
     weight0, bias_grid, gain_grid, *hidden_and_output)``. ``cotangent(grad_value, lo, hi)`` gives the
@@ -63,10 +70,15 @@ class _RecordedMLPGradient(torch.autograd.Function):
         K, n = rec.calls, rec.n
         ws = layers[0::2]  # the weights of the hidden layers 1..L-1 and of the output layer
         grads: List[Tensor] = [torch.zeros_like(t) for t in layers]
-        d_weight0 = torch.zeros_like(weight0)
+        # accumulated transposed, (d, hidden): a gradient with the narrow dimension as its rows is a fast
+        # BLAS shape (measured 7x faster for d = 2 than (hidden, d))
+        d_weight0_t = weight0.new_zeros(weight0.shape[1], weight0.shape[0])
         d_bias = weight0.new_zeros(K, weight0.shape[0])
         d_gain = weight0.new_zeros(K, ws[-1].shape[0]) if ctx.has_gain else None
-        L = len(rec.pre)
+        L = len(rec.sig)
+        # the block's hidden cotangents, written in place (fresh (chunk n, hidden) arrays every block measured
+        # slower than the arithmetic on them)
+        scratch = weight0.new_empty(2, min(rec.chunk, K) * n, weight0.shape[0])
         for lo in range(0, K, rec.chunk):
             hi = min(lo + rec.chunk, K)
             c = hi - lo
@@ -77,16 +89,18 @@ class _RecordedMLPGradient(torch.autograd.Function):
                 d_gain[lo:hi] = (g3 * rec.feats[rows].reshape(c, n, -1)).sum(1)
             grads[-2].addmm_(g.T, rec.acts[-1][rows])
             grads[-1].add_(g.sum(0))
-            dh = g @ ws[-1]
+            dz_buf, dh_buf = scratch[0, : c * n], scratch[1, : c * n]
+            dh = torch.mm(g, ws[-1], out=dh_buf)
             for j in range(L - 1, -1, -1):
-                dz = torch.ops.aten.silu_backward(dh, rec.pre[j][rows])
+                dz = _silu_backward(dh, rec.sig[j][rows], rec.acts[j][rows], out=dz_buf)
                 if j == 0:
-                    d_weight0.addmm_(dz.T, rec.xs[rows])
+                    d_weight0_t.addmm_(rec.xs[rows].T, dz)
                     d_bias[lo:hi] = dz.reshape(c, n, -1).sum(1)
                     break
                 grads[2 * (j - 1)].addmm_(dz.T, rec.acts[j - 1][rows])
                 grads[2 * (j - 1) + 1].add_(dz.sum(0))
-                dh = dz @ ws[j - 1]
+                dh = torch.mm(dz, ws[j - 1], out=dh_buf)
+        d_weight0 = d_weight0_t.T.contiguous()
         ctx.record = ctx.cotangent = None
         return (None, None, None, d_weight0, d_bias, d_gain, *grads)
 
@@ -119,9 +133,10 @@ class GridRecorder:
         self._weight0_t = self.weight0.detach().T
         self._hidden_t = [(lin.weight.detach().T, lin.bias.detach()) for lin in self.blocks[:-1]]
         self._out_t, self._out_b = self.blocks[-1].weight.detach().T, self.blocks[-1].bias.detach()
-        # the records, one row block of n per step, written in place: pre-activations and activations of
-        # every hidden layer (K n, hidden), states (K n, d), features (K n, m), controls (K, n, m)
-        self.pre: List[Tensor] = []
+        # the records, one row block of n per step, written in place: the sigmoids of the pre-activations
+        # and the activations of every hidden layer (K n, hidden), states (K n, d), features (K n, m),
+        # controls (K, n, m)
+        self.sig: List[Tensor] = []
         self.acts: List[Tensor] = []
         self.xs = self.feats = self.us = None
 
@@ -144,14 +159,14 @@ class GridRecorder:
             arrays = ([new(H) for _ in self.blocks], [new(H) for _ in self.blocks], new(x.shape[1]),
                       new(m) if self._gain is not None else None,
                       torch.empty(K, n, m, device=x.device, dtype=x.dtype))
-            pre, acts, xs, feats, us = arrays
+            sig, acts, xs, feats, us = arrays
             rows = [slice(i * n, (i + 1) * n) for i in range(K)]
-            views = [(xs[r], [p[r] for p in pre], [a[r] for a in acts], None if feats is None else feats[r], us[i])
+            views = [(xs[r], [p[r] for p in sig], [a[r] for a in acts], None if feats is None else feats[r], us[i])
                      for i, r in enumerate(rows)]  # each step's rows, made once
             arrays = arrays + (views,)
         self.policy.__dict__["_grid_record_pool"] = (key, arrays, weakref.ref(self))
         self.n = n
-        self.pre, self.acts, self.xs, self.feats, self.us, self._views = arrays
+        self.sig, self.acts, self.xs, self.feats, self.us, self._views = arrays
 
     def __call__(self, i: int, x: Tensor, features: Optional[Tensor] = None) -> Tensor:
         if i != self.calls or i >= self.K:
@@ -161,13 +176,15 @@ class GridRecorder:
             self._allocate(x)
         elif x.shape[0] != self.n:
             raise ValueError(f"GridRecorder was called with {self.n} points, now {x.shape[0]}")
-        xs, pre, acts, feats, u = self._views[i]
-        silu = torch.ops.aten.silu.out
+        xs, sig, acts, feats, u = self._views[i]
         with torch.no_grad():
             xs.copy_(x)
-            h = silu(torch.addmm(self._bias_rows[i], x, self._weight0_t, out=pre[0]), out=acts[0])
+            # a = z s(z) with the sigmoid s kept for the backward pass (as fast as aten.silu here)
+            z = torch.addmm(self._bias_rows[i], x, self._weight0_t, out=acts[0])
+            h = z.mul_(torch.sigmoid(z, out=sig[0]))
             for j, (w_t, b) in enumerate(self._hidden_t, start=1):
-                h = silu(torch.addmm(b, h, w_t, out=pre[j]), out=acts[j])
+                z = torch.addmm(b, h, w_t, out=acts[j])
+                h = z.mul_(torch.sigmoid(z, out=sig[j]))
             torch.addmm(self._out_b, h, self._out_t, out=u)
             if self._gain is not None:
                 f = self.policy.feature(x) if features is None else features

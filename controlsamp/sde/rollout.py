@@ -80,37 +80,48 @@ class ChainPaths(NamedTuple):
 def controlled_paths(reference: DiscretisedReference, control: Callable[[int, Tensor], Tensor], x0: Tensor,
                      noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
                      explore: float = 0.0, record: bool = True, detach_states: bool = False,
-                     keep_means: bool = True, log_ratio: bool = False) -> ChainPaths:
+                     keep_means: bool = True, log_ratio: bool = False, block: int = 16) -> ChainPaths:
     r"""Paths of the controlled chain :math:`x_{i+1} = a_i x_i + b_i u_i + \sqrt{v_i + \epsilon^2 h}\,\xi_i`,
     :math:`u_i` = ``control(i, x_i)``; ``explore`` = :math:`\epsilon` widens the noise (exploration, Sendera et
     al. 2024: the behaviour law differs from the model, whose step density keeps v_i). Differentiable when
     called with gradients on (a reparametrised path; with ``detach_states`` only the means are).
 
-    ``log_ratio``: also accumulate, step by step while the step's tensors are at hand, the path's
-    :func:`path_log_ratio` :math:`\sum_i -\delta_i\cdot(2e_i + \delta_i)/(2v_i)` with :math:`\delta_i = b_i u_i`
-    and :math:`e_i = x_{i+1} - a_i x_i - b_i u_i` (the realised residual, here :math:`\sqrt{v_i+\epsilon^2h}\,\xi_i`);
-    one pass over the whole (n, K, d) path afterwards costs several times more on a memory-bound CPU.
+    ``log_ratio``: also accumulate the path's :func:`path_log_ratio`
+    :math:`\sum_i -\delta_i\cdot(2e_i + \delta_i)/(2v_i)` with :math:`\delta_i = b_i u_i` and
+    :math:`e_i = x_{i+1} - a_i x_i - b_i u_i` (the realised residual, here :math:`\sqrt{v_i+\epsilon^2h}\,\xi_i`),
+    in blocks of ``block`` steps during the rollout (terms in the paths' dtype, the sum over steps in float64):
+    a block's arrays are still in cache, one pass over the whole (n, K, d) path afterwards costs several times
+    more on a memory-bound CPU, and a pass per step costs a few operations' dispatch per step.
     ``keep_means``: stack the step means (else None). Returns a :class:`ChainPaths`."""
+    if block < 1:
+        raise ValueError(f"block must be a positive integer; got {block}")
+    n, d, K = x0.shape[0], x0.shape[1], reference.K
     a, b, v = reference.floats("a"), reference.floats("b"), reference.floats("v")
-    std = [math.sqrt(v_i + explore ** 2 * reference.h) for v_i in v]
-    grad = torch.is_grad_enabled()
-    state = {"lr": torch.zeros(x0.shape[0], dtype=torch.float64, device=x0.device) if log_ratio else None}
+    if noise is None:
+        noise = torch.randn(n, K, d, generator=generator, device=x0.device, dtype=x0.dtype)
+    elif tuple(noise.shape) != (n, K, d):
+        raise ValueError(f"noise must have shape ({n}, {K}, {d}); got {tuple(noise.shape)}")
+    std = torch.tensor([math.sqrt(v_i + explore ** 2 * reference.h) for v_i in v], device=x0.device,
+                       dtype=x0.dtype)
+    resid = noise * std.reshape(1, K, 1)  # the realised residuals e_i, (n, K, d)
+    state = {"lr": torch.zeros(n, dtype=torch.float64, device=x0.device) if log_ratio else None, "deltas": []}
+    if log_ratio:
+        neg_half_prec = torch.tensor([-0.5 / v_i for v_i in v], dtype=torch.float64, device=x0.device)
 
     def mean(i: int, x: Tensor) -> Tensor:
-        state["delta"] = b[i] * control(i, x)
-        return torch.add(state["delta"], x, alpha=a[i])  # a_i x + b_i u_i
+        delta = b[i] * control(i, x)
+        if log_ratio:
+            deltas = state["deltas"]
+            deltas.append(delta)
+            if len(deltas) == block or i == K - 1:  # steps lo..i
+                lo = i + 1 - len(deltas)
+                dl = torch.stack(deltas)  # (c, n, d)
+                term = torch.linalg.vecdot(dl, torch.add(dl, resid[:, lo:i + 1].transpose(0, 1), alpha=2.0))
+                state["lr"] = state["lr"] + (term.double() * neg_half_prec[lo:i + 1, None]).sum(0)
+                deltas.clear()
+        return torch.add(delta, x, alpha=a[i])  # a_i x + b_i u_i
 
-    def noise_map(i: int, xi: Tensor) -> Tensor:
-        e, delta = std[i] * xi, state["delta"]
-        if not log_ratio:
-            return e
-        term = torch.linalg.vecdot(delta, torch.add(delta, e, alpha=2.0))  # per path, in the paths' dtype
-        if grad:  # out of place, so the sum stays differentiable
-            state["lr"] = state["lr"] - term.double() / (2 * v[i])
-        else:  # accumulated in float64 in place
-            state["lr"].add_(term, alpha=-1.0 / (2 * v[i]))
-        return e
-    xs, means, noise = rollout(mean, noise_map, x0, reference.K, noise, generator, record=record,
+    xs, means, noise = rollout(mean, lambda i, xi: resid[:, i], x0, K, noise, record=record,
                                detach_states=detach_states, keep_means=keep_means)
     return ChainPaths(xs, means, noise, state["lr"])
 
