@@ -135,3 +135,31 @@ def check_time(t, T: float, name: str = "t") -> float:
     if not math.isfinite(tv) or not (-slack <= tv <= T + slack):
         raise ValueError(f"{name} must lie in [0, T] = [0, {T}]; got {tv}")
     return min(max(tv, 0.0), float(T))
+
+
+def check_device(device, name: str = "device") -> torch.device:
+    """A torch device this machine has: "cpu", "cuda", "cuda:N", "mps" or a :class:`torch.device`. A device
+    that torch knows but this build or machine lacks (CUDA without a CUDA build or GPU, an index past the
+    GPU count) and a name torch does not know ("gpu") are ValueErrors naming ``name``, in place of torch's
+    assertion from deep inside the first tensor operation."""
+    if isinstance(device, str) and device.strip().lower() == "gpu":
+        raise ValueError(f"{name} must be a torch device such as 'cpu' or 'cuda'; got 'gpu' (did you mean 'cuda'?)")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a torch device such as 'cpu', 'cuda' or 'cuda:0'; got {device!r}") from exc
+    if dev.type == "cuda":
+        if not torch.backends.cuda.is_built():
+            raise ValueError(f"{name} is {device!r}, but this torch build has no CUDA support (the CPU build: "
+                             f"install a CUDA build of torch to use a GPU); use {name}='cpu'")
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ValueError(f"{name} is {device!r}, but no CUDA GPU is visible on this machine; use {name}='cpu'")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"{name} is {device!r}, but this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"{name} is {device!r}, but MPS is not available on this machine; use {name}='cpu'")
+    elif dev.type != "cpu":
+        raise ValueError(f"{name} must be 'cpu', 'cuda[:N]' or 'mps'; got {device!r}")
+    return dev

@@ -68,12 +68,22 @@ def clip_gradient(parameters, grad_clip: Optional[float], where: str) -> float:
     return gnorm
 
 
-def save_checkpoint(path: str, payload: dict) -> None:
-    """Write ``payload`` atomically (to a temporary file, then renamed over ``path``)."""
-    tmp = f"{path}.tmp"
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` writes the file's content to a temporary path, which is then renamed over ``path``: a
+    reader (or a run killed mid-write) sees the old file or the new one, never a partial one."""
+    tmp = f"{path}.tmp{os.getpid()}"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_checkpoint(path: str, payload: dict) -> None:
+    """Write ``payload`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str, kind: str, config: dict, map_location=None,
