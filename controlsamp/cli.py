@@ -1,9 +1,15 @@
 """The ``controlsamp`` command.
 
 * ``controlsamp run --target NAME --sampler NAME --loss NAME --iters N --batch B --steps K --seed S --out DIR
-  [--device D] [--resume]`` trains a diffusion sampler and writes samples, metrics, a checkpoint and a
-  picture (:func:`controlsamp.train.run_job`); ``--sampler ais`` / ``smc`` run the Monte Carlo
-  baselines instead (nothing to train; ``--steps`` sets their temperatures / MALA moves).
+  [--dim D] [--device D] [--resume | --force]`` trains a diffusion sampler and writes samples, metrics, a
+  checkpoint and a picture (:func:`controlsamp.train.run_job`); ``--sampler ais`` / ``smc`` run the Monte
+  Carlo baselines instead (nothing to train; ``--steps`` sets their temperatures / MALA moves). ``--dim``
+  sets the dimension of a target that takes one (gaussian, funnel, manywell). An ``--out`` that already
+  holds a run is refused unless ``--resume`` (continue it: the same settings, ``--iters`` may grow) or
+  ``--force`` (replace it). Ctrl-C stops with exit code 130 and prints the command that resumes. Errors in
+  the arguments or the job are one line (``controlsamp: error: ...``, exit code 2), never a traceback.
+* ``controlsamp list``: the targets (dimension, log Z, exact samples), samplers (default loss, the losses
+  each accepts), losses and reference processes, read from the package's registries.
 * ``controlsamp demo``: the default job, PIS on gmm25, in about a minute on a CPU.
 * ``--threads N`` (``run``, ``demo``): torch's intra-op CPU threads, a positive integer or ``auto`` (torch's
   default, one per core); the default is the package's (one thread, or ``CONTROLSAMP_THREADS``; see
@@ -11,12 +17,17 @@
 * ``controlsamp check`` prints a table: each closed form of :mod:`controlsamp.exact` and
   :mod:`controlsamp.processes` next to an independent numerical solver (scipy's ODE solvers, a
   log-domain Sinkhorn, Monte Carlo, scipy's matrix exponential), with the error between the two.
+
+Every ``--help`` shows the defaults.
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import os
+import re
+import shlex
 import sys
 import time
 from typing import Callable, List, Tuple
@@ -147,7 +158,52 @@ def check(args: argparse.Namespace) -> int:
 
 
 METRIC_KEYS = ("log_Z", "log_Z_se", "log_Z_true", "delta_log_Z", "delta_log_Z_rw", "elbo", "eubo", "ess", "w2",
-               "sinkhorn", "energy_w2", "distance_w2", "mode_coverage", "emc", "target_evals", "wall_time_s")
+               "w2_floor", "sinkhorn", "energy_w2", "distance_w2", "mode_coverage", "emc", "target_evals", "wall_time_s")
+
+# One short gloss per printed metric (controlsamp.metrics has the definitions and references).
+GLOSS = {
+    "log_Z": "estimate of log Z: log of the mean importance weight, log mean w",
+    "log_Z_se": "standard error of log_Z (bootstrap over the paths / particles)",
+    "log_Z_true": "the target's exact log Z",
+    "delta_log_Z": "|log Z - ELBO|, the ELBO gap: KL(sampler || target) on paths; 0 is perfect",
+    "delta_log_Z_rw": "|log_Z - log_Z_true|, the error of the log Z estimate",
+    "elbo": "ELBO = mean log w, a lower bound on log Z",
+    "eubo": "EUBO = mean log w of paths from exact samples, an upper bound on log Z",
+    "ess": "effective sample size of the weights / n, in (0, 1]; 1 is perfect",
+    "w2": "2-Wasserstein distance to exact samples (to the --reference samples where given)",
+    "w2_floor": "W2 between two exact sample sets of these sizes: what a perfect sampler shows",
+    "sinkhorn": "entropic OT cost to the same points at sinkhorn_eps (>= their W2^2)",
+    "energy_w2": "W2 between the energies of the samples and of the reference",
+    "distance_w2": "W2 between the interatomic distances of the samples and of the reference",
+    "mode_coverage": "fraction of the mixture's modes holding at least one sample",
+    "emc": "entropic mode coverage: entropy of the samples' mode counts / log(modes); 1 is even",
+    "target_evals": "energy evaluations spent training (a point's log-density or score counts once)",
+    "wall_time_s": "training time, seconds",
+}
+# AIS / SMC train nothing: their budget is the run's.
+GLOSS_MC = dict(delta_log_Z="|log Z - mean log w| of the particles' weights",
+                elbo="mean log w of the particles' weights, a lower bound on log Z",
+                target_evals="energy evaluations of the run", wall_time_s="the run's time, seconds")
+
+
+def _log_Z_note(m: dict):
+    """A note when log_Z is more than 3 standard errors from the exact log Z (None otherwise)."""
+    est, se, true = m.get("log_Z"), m.get("log_Z_se"), m.get("log_Z_true")
+    if any(v is None or not math.isfinite(v) for v in (est, se, true)) or se <= 0:
+        return None
+    z = (est - true) / se
+    if abs(z) <= 3:
+        return None
+    mc = not m.get("loss")  # AIS / SMC
+    units = "particles" if mc else "paths"
+    more = "particles (--n-eval) or temperatures / MALA moves (--steps)" if mc else "paths (--n-eval) or training"
+    if z < 0:
+        return (f"note: log_Z is {-z:.0f} standard errors below log_Z_true. It is the log of an unbiased estimate "
+                f"of Z, so it is biased low at a finite number of {units} (Jensen); the standard error measures its "
+                f"noise, not this bias. More {more} shrink it.")
+    return (f"note: log_Z is {z:.0f} standard errors above log_Z_true: the bootstrap standard error understates "
+            "the spread when a few weights dominate (see ess); the ELBO and EUBO bracket log Z.")
+
 
 # The demo job: PIS trained by trajectory balance with exploration, a replay buffer and local search
 # (Sendera et al. 2024) on the 25-mode mixture, sized to about a minute on one CPU core.
@@ -157,16 +213,23 @@ DEMO = dict(target="gmm25", sampler="pis", loss="tb", iters=500, batch=256, step
 
 
 def _print_metrics(m: dict, out: str) -> None:
+    from .train import fmt
     if m.get("loss"):
         print(f"{m['sampler'].upper()} / {m['loss']} on {m['target']} (d = {m['dim']}), {m['iters']} iterations of "
               f"{m['batch']} paths, {m['steps']} steps, seed {m['seed']}")
     else:  # AIS / SMC: nothing trained
         print(f"{m['sampler'].upper()} on {m['target']} (d = {m['dim']}), {m['n_particles']} particles, "
               f"{m['n_temps']} temperatures, seed {m['seed']}")
+    gloss = dict(GLOSS, **({} if m.get("loss") else GLOSS_MC))
     for k in METRIC_KEYS:
         if k in m:
-            v = m[k]
-            print(f"  {k:16s} {v:.4g}" if isinstance(v, float) else f"  {k:16s} {v}")
+            note = gloss[k]
+            if k == "w2" and m.get("w2_floor") is not None:
+                note += f"; sample floor {fmt(m['w2_floor'])}"
+            print(f"  {k:15s} {fmt(m[k], 4):>10s}  {note}")
+    note = _log_Z_note(m)
+    if note:
+        print(note)
     files = [f for f in ("metrics.json", "samples.png", "checkpoint.pt", "sampler.pt") if os.path.exists(os.path.join(out, f))]
     print(f"wrote {os.path.join(out, 'samples.npy')}, {', '.join(files)}")
 
@@ -176,16 +239,156 @@ def _given(**options) -> dict:
     return {k: v for k, v in options.items() if v}
 
 
+def _resume_command(argv: List[str], resume: bool = True) -> str:
+    """The command line that resumes (or, ``resume`` false, reruns) the ``run`` given by ``argv``."""
+    tokens = [t for t in argv if t not in ("--force", "--resume")]
+    return "controlsamp " + shlex.join(tokens + (["--resume"] if resume else ["--force"]))
+
+
+def _report_interrupt(args: argparse.Namespace, exc) -> None:
+    """What Ctrl-C left behind and how to go on (stderr)."""
+    say = lambda line: print(line, file=sys.stderr)
+    say("")
+    if exc.checkpoint is None:
+        say(f"controlsamp: interrupted during the {exc.stage}; --sampler {args.sampler} trains nothing, so there is "
+            "nothing to resume. Run it again with:")
+        say(f"  {_resume_command(getattr(args, 'argv', sys.argv[1:]), resume=False)}")
+        return
+    if exc.stage == "training":
+        say(f"controlsamp: interrupted at iteration {exc.iteration} of {exc.iters}; the checkpoint is {exc.checkpoint}")
+    else:
+        say(f"controlsamp: interrupted during the evaluation; training had finished ({exc.iters} iterations) and "
+            f"the checkpoint is {exc.checkpoint}")
+    say("Resume with:")
+    say(f"  {_resume_command(getattr(args, 'argv', sys.argv[1:]))}")
+
+
+def _check_run_args(args: argparse.Namespace) -> None:
+    """Refuse, as an argparse error, what the run's files or the target make impossible."""
+    from . import samplers, targets, train
+    p = args.parser
+    if args.resume and args.force:
+        p.error("--resume continues the run in --out and --force replaces it: give one of them")
+    if args.dim is not None and not train.dim_is_parameter(args.target):
+        settable = ", ".join(n for n in targets.names() if train.dim_is_parameter(n))
+        p.error(f"--dim: target {args.target} has the fixed dimension {targets.get(args.target).dim}; "
+                f"--dim applies to {settable}")
+    files = train.run_files(args.out)
+    if args.resume:
+        if not samplers.get(args.sampler).trainable:
+            p.error(f"--resume: --sampler {args.sampler} trains nothing, so there is nothing to resume; "
+                    "run it without --resume")
+        if "checkpoint.pt" not in files:
+            p.error(f"--resume: there is no checkpoint to resume in --out {args.out} (no checkpoint.pt there); "
+                    "run without --resume to start")
+    elif files and not args.force:
+        p.error(f"--out {args.out} already holds a run ({', '.join(files)}); add --resume to continue it, "
+                "--force to overwrite it, or choose another --out")
+
+
 def run(args: argparse.Namespace) -> int:
     from . import train
-    m = train.run_job(target=args.target, sampler=args.sampler, loss=args.loss, iters=args.iters, batch=args.batch,
-                      steps=args.steps, seed=args.seed, out=args.out, device=args.device, resume=args.resume,
-                      sigma=args.sigma, lr=args.lr, n_eval=args.n_eval, progress=not args.quiet,
-                      fit_options=_given(explore=args.explore, buffer=args.buffer,
-                                         local_search_every=args.local_search_every,
-                                         lr_schedule=args.lr_schedule),
-                      reference=args.reference)
+    _check_run_args(args)
+    try:
+        m = train.run_job(target=args.target, sampler=args.sampler, loss=args.loss, iters=args.iters,
+                          batch=args.batch, steps=args.steps, seed=args.seed, out=args.out, device=args.device,
+                          resume=args.resume, sigma=args.sigma, lr=args.lr, n_eval=args.n_eval,
+                          progress=not args.quiet,
+                          fit_options=_given(explore=args.explore, buffer=args.buffer,
+                                             local_search_every=args.local_search_every,
+                                             lr_schedule=None if args.lr_schedule == "none" else args.lr_schedule),
+                          reference=args.reference, dim=args.dim, checkpoint_every=args.checkpoint_every)
+    except train.JobInterrupted as exc:
+        _report_interrupt(args, exc)
+        return 130
     _print_metrics(m, args.out)
+    return 0
+
+
+def _summary(obj) -> str:
+    """A short description of a class from its docstring (or its module's, where the class's first line is a
+    call signature): the first line, up to a citation, a formula or the end of the first sentence."""
+    lines = (obj.__doc__ or "").strip().splitlines()
+    if not lines or lines[0].startswith("``"):
+        lines = (sys.modules[obj.__module__].__doc__ or "").strip().splitlines()
+    if not lines:
+        return ""
+    head = re.split(r"\s\((?=[A-Z])|,?\s*:math:|:\s|\.\s|\.$", lines[0].strip())[0]
+    return head.strip(" ,;")
+
+
+def _table(header: Tuple[str, ...], rows: List[Tuple[str, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header) - 1)]
+    for r in [header] + rows:
+        print("  " + "  ".join(f"{str(c):{w}s}" for c, w in zip(r, widths)) + "  " + str(r[-1]))
+
+
+def _accepted_losses(cls) -> List[str]:
+    """The names of :data:`controlsamp.control.objectives.REGISTRY` that sampler class ``cls`` trains with:
+    its own ``LOSSES`` where it declares them, else those whose ``check`` accepts its problem (built on a
+    2-d Gaussian) and that need no data the sampler does not supply."""
+    from . import targets
+    from .control.objectives import REGISTRY
+    if not cls.trainable:
+        return []
+    own = getattr(cls, "LOSSES", None)
+    if own is not None:
+        return [name for name in sorted(REGISTRY) if name in own]
+    smp = cls(targets.get("gaussian"), steps=2)
+    names = []
+    for name in sorted(REGISTRY):
+        objective = smp.make_objective(name)
+        try:
+            objective.check(smp.problem)
+        except ValueError:
+            continue
+        if not objective.needs_data:
+            names.append(name)
+    return names
+
+
+def list_registries(args: argparse.Namespace) -> int:
+    """The targets, samplers, losses and reference processes, from the package's registries."""
+    from . import processes, samplers, targets, train
+    from .control.objectives import REGISTRY
+    print("targets (--target NAME; --dim D where the dimension is a parameter)")
+    rows = []
+    for name in targets.names():
+        t = targets.get(name)
+        exact = "yes" if train._has_exact_sampler(t) else "no"
+        rows.append((name, str(t.dim), "unknown" if t.log_Z is None else train.fmt(float(t.log_Z), 6), exact,
+                     "yes" if train.dim_is_parameter(name) else "no", train.fmt(train.target_settings(name)["sigma"])))
+    _table(("name", "dim", "log Z", "exact samples", "--dim", "default --sigma"), rows)
+
+    groups = {}  # objective class -> its names, the shortest first
+    for name, cls in REGISTRY.items():
+        groups.setdefault(cls, set()).add(name)
+    groups = {cls: sorted(names, key=lambda n: (len(n), n)) for cls, names in groups.items()}
+    accepted = {s: set(_accepted_losses(cls)) for s, cls in samplers.SAMPLERS.items()}
+
+    print("\nsamplers (--sampler NAME)")
+    rows = []
+    for s, cls in sorted(samplers.SAMPLERS.items()):
+        losses = [next(n for n in names if n in accepted[s]) for names in groups.values() if accepted[s] & set(names)]
+        rows.append((s, cls.default_loss or "-", ", ".join(sorted(losses)) if losses else "- (trains nothing)",
+                     _summary(cls)))
+    _table(("name", "default --loss", "accepts --loss", "method"), rows)
+
+    print("\nlosses (--loss NAME; the names of one objective are interchangeable)")
+    rows = []
+    for cls, names in sorted(groups.items(), key=lambda kv: kv[1][0]):
+        users = [s for s in sorted(samplers.SAMPLERS) if accepted[s] & set(names)]
+        rows.append((" / ".join(names), "yes" if cls.off_policy else "no",
+                     ", ".join(users) if users else "- (needs data a method supplies)", _summary(cls)))
+    _table(("name", "off-policy", "samplers", "objective"), rows)
+
+    print("\nreference processes (controlsamp.processes; the samplers' uncontrolled SDEs)")
+    rows = []
+    for name in processes.__all__:
+        obj = getattr(processes, name)
+        if inspect.isclass(obj) and issubclass(obj, processes.LinearSDE) and not inspect.isabstract(obj):
+            rows.append((name, _summary(obj)))
+    _table(("name", "process"), rows)
     return 0
 
 
@@ -196,6 +399,45 @@ def demo(args: argparse.Namespace) -> int:
     m = train.run_job(**cfg, progress=not args.quiet)
     _print_metrics(m, args.out)
     return 0
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Help with every option's default: "(default: X)" appended, unless the help already says what the
+    default is (a default of None is described in words)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "%(default)" in text or "default:" in text or action.default in (None, argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _number(kind, lowest: float, strict: bool, what: str):
+    def parse(value: str):
+        try:
+            v = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}; got {value!r}") from None
+        if not (v > lowest if strict else v >= lowest) or (kind is float and not math.isfinite(v)):
+            raise argparse.ArgumentTypeError(f"must be {what}; got {value!r}")
+        return v
+    parse.__name__ = what
+    return parse
+
+
+_positive_int = _number(int, 0, True, "a positive integer")
+_count = _number(int, 0, False, "an integer >= 0")
+_positive_float = _number(float, 0.0, True, "a positive number")
+_nonnegative_float = _number(float, 0.0, False, "a number >= 0")
+
+
+def _device_arg(value: str) -> str:
+    from ._validate import check_device
+    try:
+        check_device(value, "--device")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return value
 
 
 def _threads_arg(value: str) -> str:
@@ -215,47 +457,94 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
                         "CONTROLSAMP_THREADS, OMP_NUM_THREADS or MKL_NUM_THREADS say otherwise)")
 
 
-def main(argv=None) -> int:
-    from . import samplers, set_threads, targets
-    parser = argparse.ArgumentParser(prog="controlsamp", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_run = sub.add_parser("run", help="train a diffusion sampler on a target and evaluate it (or run AIS / SMC)")
-    p_run.add_argument("--target", default="gmm25", choices=targets.names())
-    p_run.add_argument("--sampler", default="pis", choices=sorted(samplers.SAMPLERS))
-    p_run.add_argument("--loss", default=None, choices=samplers.LOSSES,
-                       help="training loss (default: tb; am for asbs)")
-    p_run.add_argument("--iters", type=int, default=1000)
-    p_run.add_argument("--batch", type=int, default=300)
-    p_run.add_argument("--steps", type=int, default=100,
+def build_parser() -> argparse.ArgumentParser:
+    """The ``controlsamp`` argument parser (choices and defaults read from the registries)."""
+    from . import samplers, targets, train
+    parser = argparse.ArgumentParser(prog="controlsamp", formatter_class=_Help,
+                                     description="controlsamp: diffusion samplers as stochastic optimal control. "
+                                                 "`controlsamp list` shows the targets, samplers and losses; "
+                                                 "`controlsamp COMMAND --help` the options of a command.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,demo,check}")
+    p_run = sub.add_parser("run", help="train a diffusion sampler on a target and evaluate it (or run AIS / SMC)",
+                           description="Train a diffusion sampler on a target and evaluate it (or run AIS / SMC); "
+                                       "writes samples.npy, metrics.json, checkpoint.pt, sampler.pt and samples.png "
+                                       "to --out. `controlsamp list` shows the targets, samplers and losses.",
+                           formatter_class=_Help)
+    trainable = [n for n, c in sorted(samplers.SAMPLERS.items()) if c.trainable]
+    dims = [n for n in targets.names() if train.dim_is_parameter(n)]
+    p_run.add_argument("--target", default="gmm25", choices=targets.names(), metavar="NAME",
+                       help=f"target density, one of {', '.join(targets.names())}")
+    p_run.add_argument("--dim", type=_positive_int, default=None,
+                       help=f"dimension of a target that takes one ({', '.join(dims)}) (default: the target's: "
+                            + ", ".join(f"{n} {targets.get(n).dim}" for n in dims) + ")")
+    p_run.add_argument("--sampler", default="pis", choices=sorted(samplers.SAMPLERS),
+                       help="diffusion sampler to train, or ais / smc (Monte Carlo, nothing to train)")
+    p_run.add_argument("--loss", default=None, choices=samplers.LOSSES, metavar="NAME",
+                       help="training loss, one of " + ", ".join(samplers.LOSSES) + " (default: the sampler's: "
+                            + ", ".join(f"{samplers.SAMPLERS[n].default_loss} for {n}" for n in trainable) + ")")
+    p_run.add_argument("--iters", type=_positive_int, default=1000, help="training iterations")
+    p_run.add_argument("--batch", type=_positive_int, default=300, help="paths per training iteration")
+    p_run.add_argument("--steps", type=_positive_int, default=100,
                        help="time steps; for ais the temperatures, for smc the MALA moves per temperature")
-    p_run.add_argument("--seed", type=int, default=0)
-    p_run.add_argument("--out", default="runs/run")
-    p_run.add_argument("--device", default="cpu")
-    p_run.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p_run.add_argument("--sigma", type=float, default=None, help="reference noise (default: per target)")
-    p_run.add_argument("--lr", type=float, default=1e-3)
-    p_run.add_argument("--explore", type=float, default=0.0, help="exploration noise (off-policy losses)")
-    p_run.add_argument("--buffer", type=int, default=0, help="replay-buffer capacity (0: none)")
-    p_run.add_argument("--local-search-every", type=int, default=0, help="MALA local search period (0: never)")
-    p_run.add_argument("--lr-schedule", default=None, choices=[None, "cosine"])
-    p_run.add_argument("--n-eval", type=int, default=2000, help="paths for the evaluation (particles for ais / smc)")
+    p_run.add_argument("--seed", type=int, default=0, help="seed of the network, the paths and the evaluation")
+    p_run.add_argument("--out", default="runs/run", help="folder for the run's files")
+    p_run.add_argument("--device", type=_device_arg, default="cpu", help="torch device: cpu, cuda, cuda:N or mps")
+    p_run.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its checkpoint.pt (same settings; --iters may grow)")
+    p_run.add_argument("--force", action="store_true", help="overwrite the run already in --out")
+    p_run.add_argument("--checkpoint-every", type=_positive_int, default=100,
+                       help="iterations between checkpoints (one is also written at the end and on Ctrl-C)")
+    p_run.add_argument("--sigma", type=_positive_float, default=None,
+                       help="reference noise scale (default: per target, see `controlsamp list`)")
+    p_run.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate of the network")
+    p_run.add_argument("--lr-schedule", default="none", choices=["none", "cosine"], type=str.lower,
+                       help="learning-rate schedule: constant, or cosine annealing to 0 over --iters")
+    p_run.add_argument("--explore", type=_nonnegative_float, default=0.0,
+                       help="exploration noise of the behaviour paths (off-policy losses: lv, tb, vargrad)")
+    p_run.add_argument("--buffer", type=_count, default=0, help="replay-buffer capacity (0: none)")
+    p_run.add_argument("--local-search-every", type=_count, default=0,
+                       help="MALA local-search period in iterations (0: never; needs --buffer)")
+    p_run.add_argument("--n-eval", type=_positive_int, default=2000,
+                       help="paths for the evaluation (particles for ais / smc)")
     p_run.add_argument("--reference", default=None,
                        help="a .npy file of reference samples (n x d) for a target without an exact sampler: "
-                            "W2, Sinkhorn and particle metrics are measured against them")
-    p_run.add_argument("--quiet", action="store_true", help="no progress bar")
+                            "W2, Sinkhorn and particle metrics are measured against them (default: none; the "
+                            "target's exact samples where it has them)")
+    p_run.add_argument("--quiet", action="store_true", help="no progress bars (training and evaluation)")
     _add_threads(p_run)
-    p_run.set_defaults(func=run)
-    p_demo = sub.add_parser("demo", help="PIS on gmm25 in about a minute: picture and metrics")
-    p_demo.add_argument("--out", default="runs/demo")
-    p_demo.add_argument("--quiet", action="store_true")
+    p_run.set_defaults(func=run, parser=p_run)
+    p_list = sub.add_parser("list", help="the targets, samplers, losses and reference processes",
+                            description="The targets (dimension, known log Z, exact samples), the samplers (default "
+                                        "loss, accepted losses), the losses and the reference processes, read from "
+                                        "the package's registries.", formatter_class=_Help)
+    p_list.set_defaults(func=list_registries, parser=p_list)
+    p_demo = sub.add_parser("demo", help="PIS on gmm25 in about a minute: picture and metrics", formatter_class=_Help)
+    p_demo.add_argument("--out", default="runs/demo", help="folder for the run's files")
+    p_demo.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_threads(p_demo)
-    p_demo.set_defaults(func=demo)
-    p_check = sub.add_parser("check", help="closed forms next to independent numerical solvers")
-    p_check.set_defaults(func=check)
-    args = parser.parse_args(argv)
+    p_demo.set_defaults(func=demo, parser=p_demo)
+    p_check = sub.add_parser("check", help="closed forms next to independent numerical solvers", formatter_class=_Help)
+    p_check.set_defaults(func=check, parser=p_check)
+    return parser
+
+
+def main(argv=None) -> int:
+    from . import set_threads
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
     if getattr(args, "threads", None) is not None:
         set_threads(args.threads)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C outside a training job (run reports its own)
+        print("\ncontrolsamp: interrupted", file=sys.stderr)
+        return 130
+    except ValueError as exc:  # a job's bad setting or failure (run, demo): the library's message, no traceback
+        if args.command not in ("run", "demo"):
+            raise
+        print(f"controlsamp: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
