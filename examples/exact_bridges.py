@@ -29,30 +29,36 @@ def main(out: str = "exact_bridges.png", seed: int = 0) -> str:
     for k, t in enumerate(ts):
         m, v = (float(a.reshape(-1)[0]) for a in br.marginal(float(t)))
         dens[:, k] = np.exp(-0.5 * (xs - m) ** 2 / v) / np.sqrt(2 * np.pi * v)
-    ax0.imshow(dens, origin="lower", aspect="auto", extent=[0, 1, xs[0], xs[-1]], cmap="Blues")
+    im = ax0.imshow(dens, origin="lower", aspect="auto", extent=[0, 1, xs[0], xs[-1]], cmap="Blues")
+    fig.colorbar(im, ax=ax0, label="marginal density of X_t")
     paths = br.sample_path(torch.tensor(ts), 12, generator=gen)
-    for p in paths[:, :, 0].numpy():
-        ax0.plot(ts, p, lw=0.8, color="k", alpha=0.6)
+    for i, p in enumerate(paths[:, :, 0].numpy()):
+        ax0.plot(ts, p, lw=0.8, color="k", alpha=0.6, label="exact sample paths" if i == 0 else None)
     ax0.set(title="Gaussian Schrödinger bridge: marginals and exact paths", xlabel="t", ylabel="x")
+    ax0.legend(loc="upper left", fontsize=8)
 
     target = cs.targets.get("gmm25")
     sf = cs.exact.SchrodingerFollmer(target, sigma=5.0)
     g = torch.linspace(-14, 14, 200, dtype=torch.float64)
     gx, gy = torch.meshgrid(g, g, indexing="xy")
     logp = target.log_prob(torch.stack([gx.ravel(), gy.ravel()], 1)).reshape(200, 200)
-    ax1.contourf(gx.numpy(), gy.numpy(), logp.exp().numpy(), levels=30, cmap="Greens")
+    cs1 = ax1.contourf(gx.numpy(), gy.numpy(), logp.exp().numpy(), levels=30, cmap="Greens")
+    fig.colorbar(cs1, ax=ax1, label="target density (gmm25)")
     fpaths = sf.sample_path(torch.linspace(0, 1, 51), 30, generator=gen).numpy()
-    for p in fpaths:
-        ax1.plot(p[:, 0], p[:, 1], lw=0.6, color="k", alpha=0.5)
-    ax1.scatter(fpaths[:, -1, 0], fpaths[:, -1, 1], s=8, color="crimson", zorder=3)
-    ax1.set(title="Schrödinger–Föllmer paths onto gmm25 (exact)", xlim=(-14, 14), ylim=(-14, 14))
+    for i, p in enumerate(fpaths):
+        ax1.plot(p[:, 0], p[:, 1], lw=0.6, color="k", alpha=0.5, label="exact paths from X_0 = 0" if i == 0 else None)
+    ax1.scatter(fpaths[:, -1, 0], fpaths[:, -1, 1], s=8, color="crimson", zorder=3, label="end points X_1")
+    ax1.set(title="Schrödinger–Föllmer paths onto gmm25 (exact)", xlim=(-14, 14), ylim=(-14, 14),
+            xlabel="x_1", ylabel="x_2", aspect="equal")
+    ax1.legend(loc="upper left", fontsize=8, framealpha=0.9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     return out
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="exact_bridges.png")
-    ap.add_argument("--seed", type=int, default=0)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--out", default="exact_bridges.png", help="where to write the picture (PNG)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the exact sample paths")
     print("wrote", main(**vars(ap.parse_args())))

@@ -76,13 +76,15 @@ def main(out: str = "gaussian_bridge.png", iters: int = 40, show=(0, 1, 3), seed
         fine = np.linspace(0, 1, 41)
         me = np.stack([exact.marginal(float(t))[0].numpy() for t in fine])
         mb = np.stack([br.marginal(float(t))[0].numpy() for t in fine])
-        ax.plot(me[:, 0], me[:, 1], "k--", lw=0.8)
-        ax.plot(mb[:, 0], mb[:, 1], color="tab:red", lw=1.2)
-        ax.set(xlim=(-8, 8), ylim=(-6, 7), aspect="equal")
-        ax.set_title(f"{name}: KL(P_1 | mu_1) = {ipf.history[int(name.split()[1])]['klT']:.2g}", fontsize=9)
+        ax.plot(me[:, 0], me[:, 1], "k--", lw=0.8, label="exact bridge (2-sigma, mean)")
+        ax.plot(mb[:, 0], mb[:, 1], color="tab:red", lw=1.2, label="mean path of the iterate")
+        ax.set(xlim=(-8, 8), ylim=(-6, 7), aspect="equal", xlabel="x_t[0]")
         if j == 0:
-            ax.plot([], [], "k--", lw=0.8, label="exact bridge")
-            ax.legend(fontsize=7, loc="upper left")
+            ax.set_ylabel("x_t[1]")
+        ax.set_title(f"{name}: KL(P_1 | mu_1) = {ipf.history[int(name.split()[1])]['klT']:.2g}", fontsize=9)
+        if j == 0:  # one legend for the row, above it: the colours of t, the mean path, the exact bridge
+            fig.legend(*ax.get_legend_handles_labels(), loc="upper center", ncol=7, fontsize=8,
+                       title="top row: 2-sigma ellipses of the marginals of X_t", title_fontsize=8)
     ax = fig.add_subplot(2, 2, 3)
     ns = np.arange(len(err))
     ax.semilogy(ns, err, "o-", ms=3, label="exact (moment) half-bridges")
@@ -105,15 +107,16 @@ def main(out: str = "gaussian_bridge.png", iters: int = 40, show=(0, 1, 3), seed
         ax.fill_between(fine, m - 2 * s, m + 2 * s, color=c, alpha=0.08 if c != "k" else 0.0)
     ax.set(xlabel="t", ylabel="x_t[0]", title="coordinate 0: mean and 2-sigma band over t")
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="gaussian_bridge.png")
-    ap.add_argument("--iters", type=int, default=40)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--out", default="gaussian_bridge.png", help="where to write the picture (PNG)")
+    ap.add_argument("--iters", type=int, default=40, help="IPF iterations with exact half-bridges")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the regression half-bridges' paths")
     print("wrote", main(**vars(ap.parse_args())))

@@ -13,7 +13,8 @@ R's own coupling; it is the iterative Markovian fitting counterpart of IPF (Fort
 whose half-bridges by mean matching are `cs.bridges.DSB` (De Bortoli, Thornton, Heng & Doucet 2021,
 `--method dsb`). Top: the two data sets; 30 forward paths; generated X_1 over the circles. Bottom: the
 untrained reference's X_1 (moons + N(0, sigma^2 I)); the backward process's X_0 over the moons; the
-regression loss of each half-bridge. Printed: W2 (`cs.metrics.w2`, 1000 points) to fresh target samples.
+regression loss of each half-bridge. Printed: W2 (`cs.metrics.w2`, 1000 points) to fresh samples of the end
+law, next to the sample floor (W2 between two independent sets of 1000 data points: the best possible).
 
     python examples/moons_to_circles.py --out moons_to_circles.png
 """
@@ -46,8 +47,9 @@ def main(out: str = "moons_to_circles.png", method: str = "dsbm", ipf_iters: int
     paths = bridge.sample_paths(30, "forward", seed=seed + 3).numpy()
 
     w2 = {"reference X_1": cs.metrics.w2(ref_1, test_1), "learned X_1": cs.metrics.w2(gen_1, test_1),
-          "floor (two target samples)": cs.metrics.w2(circles[:1000], test_1),
-          "learned backward X_0 vs moons": cs.metrics.w2(gen_0, test_0)}
+          "floor (two circles samples)": cs.metrics.w2(circles[:1000], test_1),
+          "learned backward X_0 vs moons": cs.metrics.w2(gen_0, test_0),
+          "floor (two moons samples)": cs.metrics.w2(moons[:1000], test_0)}
     print(f"{method.upper()}, {ipf_iters} IPF iterations x {iters_per_half} steps per half-bridge; W2 to 1000 "
           "fresh samples of the end law:")
     for name, v in w2.items():
@@ -70,24 +72,31 @@ def main(out: str = "moons_to_circles.png", method: str = "dsbm", ipf_iters: int
     a.scatter(*paths[:, -1].T, color="crimson", s=14, zorder=3, label="X_1")
     a.set(title=f"30 forward paths of the learned bridge ({bridge.steps} Euler steps)", **lim)
     a.legend(loc="lower left", fontsize=8)
-    for a, pts, ref, title in [
-            (axes[0, 2], gen_1, test_1, f"learned X_1 (red) over circles; W2 = {w2['learned X_1']:.3f}"),
-            (axes[1, 0], ref_1, test_1, f"untrained reference X_1; W2 = {w2['reference X_1']:.3f}"),
-            (axes[1, 1], gen_0, test_0, f"backward X_0 (red) over moons; W2 = "
-                                        f"{w2['learned backward X_0 vs moons']:.3f}")]:
-        a.scatter(*ref.T, color="0.6", **kw)
-        a.scatter(*pts.T, color="crimson", **kw)
+    c_floor, m_floor = w2["floor (two circles samples)"], w2["floor (two moons samples)"]
+    for a, pts, ref, title, labels in [
+            (axes[0, 2], gen_1, test_1, f"learned X_1 over circles; W2 = {w2['learned X_1']:.3f} "
+                                        f"(sample floor {c_floor:.3f})", ("circles", "learned X_1")),
+            (axes[1, 0], ref_1, test_1, f"untrained reference X_1; W2 = {w2['reference X_1']:.3f} "
+                                        f"(sample floor {c_floor:.3f})", ("circles", "reference X_1")),
+            (axes[1, 1], gen_0, test_0, f"backward X_0 over moons; W2 = "
+                                        f"{w2['learned backward X_0 vs moons']:.3f} (sample floor {m_floor:.3f})",
+             ("moons", "learned backward X_0"))]:
+        a.scatter(*ref.T, color="0.6", label=labels[0], **kw)
+        a.scatter(*pts.T, color="crimson", label=labels[1], **kw)
         a.set(title=title, **lim)
+        a.legend(loc="lower left", markerscale=4, fontsize=8)
     a = axes[1, 2]
     loss, half = np.array(bridge.history["loss"]), np.array(bridge.history["half"])
     for h in np.unique(half):
         idx = np.flatnonzero(half == h)
         smooth = np.convolve(loss[idx], np.ones(25) / 25, mode="valid")
         a.plot(idx[: len(smooth)] + 12, smooth, label=("backward" if h % 2 == 0 else "forward") + f" half {int(h)}")
-    a.set(xlabel="step", title="regression loss of each half-bridge (moving average of 25)")
+    a.set(xlabel="step", ylabel="regression loss", title="regression loss of each half-bridge (moving average of 25)")
     a.legend(fontsize=8)
     for a in axes.flat:
         a.title.set_fontsize(9)
+    for a in (axes[0, 0], axes[0, 1], axes[0, 2], axes[1, 0], axes[1, 1]):
+        a.set(xlabel="x_1", ylabel="x_2")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -95,10 +104,13 @@ def main(out: str = "moons_to_circles.png", method: str = "dsbm", ipf_iters: int
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="moons_to_circles.png")
-    ap.add_argument("--method", choices=("dsbm", "dsb"), default="dsbm")
-    ap.add_argument("--ipf-iters", dest="ipf_iters", type=int, default=2)
-    ap.add_argument("--iters-per-half", dest="iters_per_half", type=int, default=800)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--out", default="moons_to_circles.png", help="where to write the picture (PNG)")
+    ap.add_argument("--method", choices=("dsbm", "dsb"), default="dsbm",
+                    help="bridge matching (DSBM) or mean matching (DSB) half-bridges")
+    ap.add_argument("--ipf-iters", dest="ipf_iters", type=int, default=2, help="IPF / IMF iterations")
+    ap.add_argument("--iters-per-half", dest="iters_per_half", type=int, default=800,
+                    help="training steps per half-bridge (batch 512)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the data, the networks and the training")
     print("wrote", main(**vars(ap.parse_args())))
