@@ -2,22 +2,36 @@
 rate schedule, one bundle of random streams, one atomic, config-checked checkpoint schema, progress, history
 and the reports of a non-finite loss or gradient.
 
-A checkpoint is a dict ``{"schema", "kind", "config", "iteration", "history", "modules", "rng", "extra"}``
-written atomically (a crash mid-write leaves the previous file intact). ``kind`` names the trainer (e.g.
-"PIS", "DSBM", "solve[adjoint]") and ``config`` its settings; resuming from a checkpoint of another kind or
-config is refused with an error that says what differs, so a resumed run is always the run that was started.
+A checkpoint is a dict ``{"format", "schema", "kind", "config", "iteration", "history", "modules", "rng",
+"extra", "sha256"}`` of tensors, plain containers, numbers and strings only, written atomically (a crash
+mid-write leaves the previous file intact) and read with ``torch.load(weights_only=True)``, so loading a file
+never runs code from it. ``sha256`` is a checksum of the rest (structure, scalars, every tensor's bytes),
+verified on load: a damaged file is refused. ``kind`` names the trainer (e.g. "PIS", "DSBM", "solve[adjoint]")
+and ``config`` its settings; resuming from a checkpoint of another kind or config is refused with an error that
+says what differs, so a resumed run is always the run that was started. A checkpoint holds the state at a step
+boundary only (see :func:`fit_loop`), so a resumed run is bit-identical to an uninterrupted one.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import pickle
+import re
 import time
+import uuid
+import warnings
+from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-SCHEMA = 1
+from ._validate import check_dim
+
+SCHEMA = 2  # 2: weights-only payload with a sha256 checksum (1: pickled, unchecked)
+FORMAT = "controlsamp-checkpoint"
 LR_SCHEDULES = (None, "cosine")
 
 
@@ -39,8 +53,11 @@ class Streams:
         return {"device": self.device.get_state(), "cpu": self.cpu.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.device.set_state(state["device"])
-        self.cpu.set_state(state["cpu"])
+        if not isinstance(state, dict) or not all(isinstance(state.get(k), torch.Tensor) for k in ("device", "cpu")):
+            raise ValueError("the checkpoint's random-stream state must be a dict of 'device' and 'cpu' generator "
+                             f"states (tensors); got {state!r:.200}")
+        self.device.set_state(state["device"].cpu())
+        self.cpu.set_state(state["cpu"].cpu())
 
 
 def make_optimizer(groups: Sequence[dict], iters: int, lr_schedule: Optional[str] = None):
@@ -69,57 +86,274 @@ def clip_gradient(parameters, grad_clip: Optional[float], where: str) -> float:
 
 
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` writes the file's content to a temporary path, which is then renamed over ``path``: a
-    reader (or a run killed mid-write) sees the old file or the new one, never a partial one."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    """``write(tmp)`` writes the file's content to a temporary path in the same folder, which is flushed to
+    disk and renamed over ``path``: a reader (or a run killed mid-write, even by SIGKILL) sees the old file or
+    the new one, never a partial one."""
+    path = _as_path(path, "path")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         write(tmp)
+        fd = os.open(tmp, os.O_RDWR)  # (writable: fsync needs it on Windows)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
+def _as_path(path, name: str) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"{name} must be a file path (str or os.PathLike); got {type(path).__name__}")
+    return os.fspath(path)
+
+
+# ---------------------------------------------------------------------------------------------- safe payloads
+def _plain(obj, where: str):
+    """``obj`` as a tree of tensors, dicts, lists, tuples and plain scalars/strings (what
+    ``torch.load(weights_only=True)`` reads back); numpy values become tensors or Python scalars. Anything
+    else is a ValueError naming where it sits in the payload."""
+    if isinstance(obj, torch.Tensor):
+        if obj.layout != torch.strided or obj.is_quantized:
+            raise ValueError(f"a checkpoint stores dense tensors; {where} is a {obj.layout} tensor")
+        return obj.detach()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)) or isinstance(k, bool):
+                raise ValueError(f"a checkpoint's dict keys are strings or integers; {where} has the key {k!r}")
+            out[k] = _plain(v, f"{where}[{k!r}]")
+        if isinstance(obj, OrderedDict):
+            out = OrderedDict(out)
+            if hasattr(obj, "_metadata"):  # a module state_dict's version information
+                out._metadata = _plain(obj._metadata, f"{where}._metadata")
+        return out
+    if isinstance(obj, (list, tuple)):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    raise ValueError(f"a checkpoint stores only tensors, dicts, lists, tuples, numbers, strings and None (so that "
+                     f"it loads with torch.load(weights_only=True)); {where} is a {type(obj).__module__}."
+                     f"{type(obj).__qualname__}")
+
+
+def plain_config(config: dict, where: str = "config") -> dict:
+    """A trainer's configuration as plain data, comparable with ``==``: tensors and arrays become nested lists,
+    tuples lists, callables their qualified name ("callable:module.name"), dtypes and devices their names."""
+    def conv(v, w):
+        if isinstance(v, (torch.Tensor, np.ndarray)):
+            return v.tolist()
+        if isinstance(v, np.generic):
+            return v.item()
+        if isinstance(v, (torch.dtype, torch.device)):
+            return str(v)
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        if isinstance(v, dict):
+            return {k: conv(x, f"{w}[{k!r}]") for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [conv(x, f"{w}[{i}]") for i, x in enumerate(v)]
+        if callable(v):
+            return f"callable:{getattr(v, '__module__', '?')}.{getattr(v, '__qualname__', type(v).__qualname__)}"
+        raise ValueError(f"{w} is a {type(v).__qualname__}, which a checkpoint's configuration cannot hold (use "
+                         "numbers, strings, lists or dicts)")
+    if not isinstance(config, dict):
+        raise ValueError(f"{where} must be a dict; got {type(config).__name__}")
+    return conv(config, where)
+
+
+def _digest(obj) -> str:
+    """The sha256 of a plain payload, over its structure, scalars and every tensor's dtype, shape and bytes
+    (independent of how torch lays the file out)."""
+    h = hashlib.sha256()
+
+    def feed(tag: str, data: bytes = b"") -> None:
+        h.update(f"{tag}:{len(data)}:".encode())
+        h.update(data)
+
+    def walk(o) -> None:
+        if isinstance(o, torch.Tensor):
+            t = o.detach().cpu().contiguous().reshape(-1)
+            feed("tensor", f"{t.dtype}{tuple(o.shape)}".encode())
+            arr = t.view(torch.uint8).numpy() if t.numel() else np.empty(0, np.uint8)
+            feed("bytes", memoryview(arr).cast("B") if arr.size else b"")
+        elif o is None:
+            feed("none")
+        elif isinstance(o, bool):
+            feed("bool", b"1" if o else b"0")
+        elif isinstance(o, int):
+            feed("int", str(o).encode())
+        elif isinstance(o, float):
+            feed("float", o.hex().encode())
+        elif isinstance(o, str):
+            feed("str", o.encode("utf-8", "surrogatepass"))
+        elif isinstance(o, dict):
+            feed("dict", str(len(o)).encode())
+            for k, v in o.items():
+                walk(k)
+                walk(v)
+        elif isinstance(o, (list, tuple)):
+            feed("list" if isinstance(o, list) else "tuple", str(len(o)).encode())
+            for v in o:
+                walk(v)
+        else:
+            raise ValueError(f"cannot checksum a {type(o).__qualname__}")
+
+    walk(obj)
+    return h.hexdigest()
+
+
 def save_checkpoint(path: str, payload: dict) -> None:
-    """Write ``payload`` atomically (see :func:`atomic_write`)."""
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    """Write ``payload`` (a dict of tensors, plain containers, numbers and strings: see :func:`_plain`; anything
+    else is a ValueError) atomically (see :func:`atomic_write`), with the sha256 of its content stored beside
+    it, which :func:`read_checkpoint` verifies."""
+    if not isinstance(payload, dict):
+        raise ValueError(f"payload must be a dict; got {type(payload).__name__}")
+    body = _plain({k: v for k, v in payload.items() if k != "sha256"}, "payload")
+    body["format"] = FORMAT
+    body["sha256"] = _digest({k: v for k, v in body.items() if k != "sha256"})
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(body, f)
+
+    atomic_write(path, write)
+
+
+def read_checkpoint(path: str, map_location=None) -> dict:
+    """Read a file written by :func:`save_checkpoint` safely: ``torch.load(weights_only=True)`` (a file that
+    holds anything but tensors and plain data, which could run code, is refused before it is built), then the
+    format, the schema, the layout and the checksum are checked. Every failure is a ValueError."""
+    path = _as_path(path, "path")
+    if not os.path.isfile(path):
+        raise ValueError(f"path {path!r} does not exist or is not a file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's note on the pickle protocol of a foreign file
+            payload = torch.load(path, weights_only=True, map_location=map_location)
+    except pickle.UnpicklingError as exc:
+        msg = str(exc)
+        found = re.search(r"GLOBAL [\w.]+", msg)
+        if found:  # building the object would call (import) this name: arbitrary code
+            raise ValueError(f"{path!r} was refused: it holds objects other than tensors and plain data "
+                             f"(unsupported {found.group(0)}), which could run code when loaded. controlsamp "
+                             "checkpoints never do; load only files written by controlsamp.") from None
+        found = re.search(r"Unsupported [^\n]*", msg)
+        detail = found.group(0) if found else (msg.splitlines()[0] if msg else type(exc).__name__)
+        raise ValueError(f"{path!r} is not a readable controlsamp checkpoint (corrupt, another format, or content a "
+                         f"safe load refuses: {detail})") from None
+    except Exception as exc:  # zip, storage and unpickling errors of a damaged or foreign file
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"{path!r} is not a readable controlsamp checkpoint (corrupt or another format: "
+                         f"{type(exc).__name__}: {first})") from None
+    if not isinstance(payload, dict) or "schema" not in payload:
+        raise ValueError(f"{path!r} is not a controlsamp checkpoint (it holds a {type(payload).__name__} without "
+                         "a 'schema' entry)")
+    if payload.get("schema") != SCHEMA or payload.get("format") != FORMAT:
+        raise ValueError(f"{path!r} is a controlsamp checkpoint of schema {payload.get('schema')!r}; this version "
+                         f"reads schema {SCHEMA} (with a checksum) only: train again or save it again with the "
+                         "version that wrote it")
+    stored = payload.pop("sha256", None)
+    if not isinstance(stored, str) or _digest(payload) != stored:
+        raise ValueError(f"{path!r} is corrupt: its content does not match the sha256 checksum stored with it "
+                         "(bytes were changed after it was written)")
+    layout = {"kind": str, "config": dict, "iteration": int, "history": dict, "modules": dict, "extra": dict}
+    for key, typ in layout.items():
+        if not isinstance(payload.get(key), typ) or (typ is int and isinstance(payload[key], bool)):
+            raise ValueError(f"{path!r} is not a controlsamp checkpoint: its {key!r} entry is "
+                             f"{type(payload.get(key)).__name__}, not {typ.__name__}")
+    if not (payload.get("rng") is None or isinstance(payload["rng"], dict)):
+        raise ValueError(f"{path!r} is not a controlsamp checkpoint: its 'rng' entry is "
+                         f"{type(payload['rng']).__name__}")
+    return payload
 
 
 def load_checkpoint(path: str, kind: str, config: dict, map_location=None,
-                    normalise: Optional[Callable[[dict], dict]] = None) -> dict:
-    """Read a checkpoint written by :func:`fit_loop` or :func:`save_model` and check that it belongs to a
-    trainer of this ``kind`` and ``config``; a ValueError says what differs. ``normalise`` maps the saved
-    config before the comparison (e.g. filling in options added since the file was written)."""
-    if not os.path.exists(path):
-        raise ValueError(f"path {path!r} does not exist")
-    payload = torch.load(path, weights_only=False, map_location=map_location)
-    if not isinstance(payload, dict) or payload.get("schema") != SCHEMA:
-        raise ValueError(f"{path!r} is not a controlsamp checkpoint (schema {SCHEMA})")
+                    normalise: Optional[Callable[[dict], dict]] = None, training_state: bool = False) -> dict:
+    """Read a checkpoint written by :func:`fit_loop` or :func:`save_model` (through :func:`read_checkpoint`:
+    safe, verified) and check that it belongs to a trainer of this ``kind`` and ``config`` before anything of it
+    is used; a ValueError says what differs. ``normalise`` maps the saved config before the comparison (e.g.
+    filling in options added since the file was written). ``training_state``: the file must be a training
+    checkpoint (of :func:`fit_loop`), not a saved model."""
+    payload = read_checkpoint(path, map_location)
+    if training_state and payload["iteration"] < 0:
+        raise ValueError(f"{path!r} holds a saved model (written by save()), not a training state to resume; "
+                         "pass it to load(), or give fit() another checkpoint path")
     if payload["kind"] != kind:
         raise ValueError(f"{path!r} holds a {payload['kind']}; this is a {kind}")
+    saved = payload["config"]
     if normalise is not None:
-        payload["config"] = normalise(payload["config"])
-    if payload["config"] != config:
-        diff = sorted(k for k in set(payload["config"]) | set(config) if payload["config"].get(k) != config.get(k))
-        detail = ", ".join(f"{k}: saved {payload['config'].get(k)!r} vs now {config.get(k)!r}" for k in diff)
+        saved = normalise(saved)
+    saved, now = plain_config(saved, "the saved config"), plain_config(config)
+    if saved != now:
+        detail = ", ".join(f"{k}: saved {a} vs now {b}" for k, a, b in _config_diff(saved, now, ""))
         raise ValueError(f"{path!r} was written by a {kind} with another configuration ({detail})")
+    payload["config"] = saved
     return payload
+
+
+def _config_diff(saved, now, prefix: str) -> list:
+    """[(dotted key, saved value, current value)] where two plain configurations differ."""
+    absent = object()
+    if isinstance(saved, dict) and isinstance(now, dict):
+        out = []
+        for k in sorted(set(saved) | set(now), key=str):
+            a, b = saved.get(k, absent), now.get(k, absent)
+            if a is absent or b is absent:
+                out.append((f"{prefix}{k}", "(absent)" if a is absent else repr(a), "(absent)" if b is absent
+                            else repr(b)))
+            elif a != b:
+                out.extend(_config_diff(a, b, f"{prefix}{k}."))
+        return out
+    return [(prefix.rstrip("."), repr(saved), repr(now))]
 
 
 def save_model(path: str, kind: str, config: dict, modules: Dict[str, object], history: dict,
                extra: Optional[dict] = None) -> None:
     """A trained model in the checkpoint schema (iteration -1: not a training state)."""
-    save_checkpoint(path, {"schema": SCHEMA, "kind": kind, "config": config, "iteration": -1, "history": history,
-                           "modules": {k: m.state_dict() for k, m in modules.items()}, "rng": None,
-                           "extra": extra or {}})
+    save_checkpoint(path, {"schema": SCHEMA, "kind": kind, "config": plain_config(config), "iteration": -1,
+                           "history": history, "modules": {k: m.state_dict() for k, m in modules.items()},
+                           "rng": None, "extra": extra or {}})
 
 
 def load_modules(payload: dict, modules: Dict[str, object]) -> None:
+    """Load each of ``modules`` from its state in a checkpoint ``payload``; a missing or mismatching state is a
+    ValueError that names the module."""
     for name, mod in modules.items():
         if name not in payload["modules"]:
             raise ValueError(f"the checkpoint has no state for {name!r} (it holds {sorted(payload['modules'])})")
-        mod.load_state_dict(payload["modules"][name])
+        try:
+            mod.load_state_dict(payload["modules"][name])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"the checkpoint's state for {name!r} does not fit this {type(mod).__name__}: "
+                             f"{first}") from None
+
+
+def _clone(obj):
+    """A copy of a state tree that later in-place updates of the live tensors do not reach."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        out = type(obj)((k, _clone(v)) for k, v in obj.items()) if isinstance(obj, OrderedDict) else \
+            {k: _clone(v) for k, v in obj.items()}
+        if hasattr(obj, "_metadata"):
+            out._metadata = obj._metadata
+        return out
+    if isinstance(obj, list):
+        return [_clone(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_clone(v) for v in obj)
+    return obj
 
 
 def fit_loop(step: Callable[[int], Dict[str, float]], iters: int, modules: Dict[str, object],
@@ -127,61 +361,98 @@ def fit_loop(step: Callable[[int], Dict[str, float]], iters: int, modules: Dict[
              checkpoint: Optional[str] = None, checkpoint_every: int = 100, resume: bool = False,
              progress: bool = True, extra: Optional[Callable[[], dict]] = None,
              restore_extra: Optional[Callable[[dict], None]] = None, postfix: Sequence[str] = ("loss", "log_Z"),
-             start: int = 0) -> int:
+             start: int = 0, iters_name: str = "iters") -> int:
     """Run ``step(it)`` for it = start..iters-1; ``step`` returns the scalars to record in ``history``.
 
     ``modules`` (objects with state_dict / load_state_dict: networks, optimisers, schedules, buffers),
-    ``history``, the random ``streams`` and ``extra()`` are saved to ``checkpoint`` every
-    ``checkpoint_every`` iterations, at the end and on KeyboardInterrupt. With ``resume`` an existing
-    checkpoint of the same ``kind`` and ``config`` is loaded first (see :func:`load_checkpoint`) and training
-    continues from its iteration. A non-finite loss stops training with a ValueError that names the iteration.
-    Returns the number of iterations done.
+    ``history``, the random ``streams`` and ``extra()`` (plain data: numbers, strings, tensors) are saved to
+    ``checkpoint`` every ``checkpoint_every`` iterations and at the end. With ``resume`` an existing checkpoint
+    of the same ``kind`` and ``config`` is loaded first (see :func:`load_checkpoint`) and training continues
+    from its iteration (one past ``iters`` is a ValueError naming ``iters_name``, the argument(s) that set it).
+
+    A checkpoint only ever holds the state at a step boundary. With a checkpoint, the state at the start of
+    each step (modules, streams, ``extra()``, history lengths) is kept in memory; when the step is interrupted
+    (KeyboardInterrupt, an error, a non-finite loss) that state is written, so ``resume=True`` repeats the
+    interrupted step from its start and continues bit-identically to an uninterrupted run, wherever in the
+    step the interrupt landed. A run killed outright (SIGKILL) leaves the last periodic checkpoint, written
+    atomically, from which the same holds. A non-finite loss stops training with a ValueError naming the
+    iteration. Returns the number of iterations done.
     """
+    checkpoint_every = check_dim(checkpoint_every, "checkpoint_every")
+    if checkpoint is not None:
+        checkpoint = _as_path(checkpoint, "checkpoint")
     if resume and checkpoint and os.path.exists(checkpoint):
-        state = load_checkpoint(checkpoint, kind, config)
+        state = load_checkpoint(checkpoint, kind, config, training_state=True)
+        done_before = state["iteration"]
+        if done_before > iters:
+            raise ValueError(f"{checkpoint!r} has done {done_before} iterations, more than the {iters} of this "
+                             f"run ({iters_name}); resume with at least as many, or start afresh without "
+                             "resume=True")
+        if done_before < start:
+            raise ValueError(f"{checkpoint!r} was written at iteration {done_before}, before this run's first "
+                             f"iteration {start}: it belongs to an earlier run")
         load_modules(state, modules)
         history.clear()
         history.update({k: list(v) for k, v in state["history"].items()})
-        start = int(state["iteration"])
-        if streams is not None and state.get("rng") is not None:
+        start = done_before
+        if streams is not None and state["rng"] is not None:
             streams.load_state_dict(state["rng"])
         if restore_extra is not None:
-            restore_extra(state.get("extra", {}))
+            try:
+                restore_extra(state["extra"])
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise ValueError(f"{checkpoint!r} lacks part of the {kind} training state ({type(exc).__name__}: "
+                                 f"{exc})") from None
 
-    # the streams as they were after the last completed step (an interrupt may land mid-step)
-    snapshot = {"rng": streams.state_dict() if streams is not None else None}
+    def current(it: int) -> dict:
+        return {"schema": SCHEMA, "kind": kind, "config": plain_config(config), "iteration": it,
+                "history": history, "modules": {k: m.state_dict() for k, m in modules.items()},
+                "rng": streams.state_dict() if streams is not None else None,
+                "extra": extra() if extra is not None else {}}
 
-    def save(it: int) -> None:
-        if checkpoint:
-            save_checkpoint(checkpoint, {"schema": SCHEMA, "kind": kind, "config": config, "iteration": it,
-                                         "history": history,
-                                         "modules": {k: m.state_dict() for k, m in modules.items()},
-                                         "rng": snapshot["rng"],
-                                         "extra": extra() if extra is not None else {}})
+    def at_boundary(it: int) -> dict:
+        """The state at the start of iteration ``it``, copied away from the live objects."""
+        payload = current(it)
+        payload["history"] = {k: len(v) for k, v in history.items()}
+        payload["modules"], payload["extra"] = _clone(payload["modules"]), _clone(payload["extra"])
+        return payload
 
-    done = start
+    def write_boundary(payload: dict) -> None:
+        lengths = payload["history"]
+        save_checkpoint(checkpoint, dict(payload, history={k: list(history[k][:n]) for k, n in lengths.items()}))
+
+    boundary = None
     bar = tqdm(range(start, iters), desc=kind, disable=not progress, initial=start, total=iters, leave=False)
     try:
         for it in bar:
+            if checkpoint:
+                boundary = at_boundary(it)
             t0 = time.perf_counter()
             rec = step(it)
             rec["seconds"] = time.perf_counter() - t0
             if not math.isfinite(rec["loss"]):
-                save(it)
-                raise ValueError(f"the loss became {rec['loss']} at iteration {it}; the last checkpoint holds the "
-                                 "state before it (lower lr, check the costs and drift for NaN/inf)")
+                raise ValueError(f"the loss became {rec['loss']} at iteration {it}; "
+                                 + ("the checkpoint holds the state before it" if checkpoint else
+                                    "training stopped") + " (lower lr, check the costs and drift for NaN/inf)")
             for k, v in rec.items():
                 history.setdefault(k, []).append(float(v))
-            done = it + 1
-            if streams is not None and checkpoint:
-                snapshot["rng"] = streams.state_dict()
             bar.set_postfix({k: f"{rec[k]:.4g}" for k in postfix if k in rec})
-            if checkpoint and done % checkpoint_every == 0:
-                save(done)
-    except KeyboardInterrupt:
-        save(done)
+            if checkpoint and (it + 1) % checkpoint_every == 0:
+                save_checkpoint(checkpoint, current(it + 1))
+    except BaseException:
+        if boundary is not None:  # the state before the interrupted step: resuming repeats it from its start
+            try:
+                write_boundary(boundary)
+            finally:  # the history in memory says what the checkpoint says
+                lengths = boundary["history"]
+                for k in list(history):
+                    if k in lengths:
+                        del history[k][lengths[k]:]
+                    else:
+                        del history[k]
         raise
     finally:
         bar.close()
-    save(iters)
+    if checkpoint:
+        save_checkpoint(checkpoint, current(iters))
     return iters - start

@@ -79,10 +79,22 @@ def systematic_resample(log_w: Tensor, generator=None) -> Tensor:
     :math:`j` with :math:`C_j \ge p_k`. Particle :math:`i` then has :math:`\lfloor nW_i\rfloor` or
     :math:`\lceil nW_i\rceil` offspring, :math:`nW_i` in expectation. It draws exactly one float64
     uniform from ``generator`` (on ``log_w``'s device); the last cumulative sum is set to 1 so rounding
-    cannot leave a point beyond it.
+    cannot leave a point beyond it. NaN or +inf log weights, or all -inf (no particle has weight), are a
+    ValueError: no ancestors are returned for weights that are not a distribution.
     """
+    if not isinstance(log_w, torch.Tensor) or log_w.ndim != 1 or log_w.shape[0] == 0:
+        raise ValueError(f"log_w must be a non-empty tensor of shape (n,); got "
+                         f"{tuple(log_w.shape) if isinstance(log_w, torch.Tensor) else type(log_w).__name__}")
     n = log_w.shape[0]
-    W = torch.softmax(log_w.double(), 0)
+    lw = log_w.double()
+    total = float(torch.logsumexp(lw, 0))  # one reduction: NaN, +inf and all -inf all show in it
+    if not math.isfinite(total):
+        n_nan, n_pinf = int(torch.isnan(lw).sum()), int((lw == math.inf).sum())
+        if n_nan or n_pinf:
+            raise ValueError(f"log_w has {n_nan} NaN and {n_pinf} +inf entries of {n}; resampling needs finite log "
+                             "weights (-inf, a zero weight, is allowed)")
+        raise ValueError(f"log_w: all {n} log weights are -inf (every weight is zero); there is nothing to resample")
+    W = torch.softmax(lw, 0)
     cdf = torch.cumsum(W, 0)
     cdf[-1] = 1.0
     u = torch.rand((), generator=generator, device=log_w.device, dtype=torch.float64)

@@ -206,3 +206,23 @@ def test_construction_leaves_the_global_stream_and_load_checks_the_configuration
         cs.bridges.DSBM(src, tgt, steps=5, hidden=16, cache_size=64, seed=7, ema_warmup=1).load(path)
     with pytest.raises(ValueError, match="DSBM"):
         cs.bridges.DSB(src, tgt, steps=5, hidden=16, cache_size=64, seed=7).load(path)
+
+
+def test_bridge_dtype_follows_torch_default_and_inputs_are_checked():
+    data = np.random.default_rng(0).normal(size=(64, 2))
+    old = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        b = cs.bridges.DSBM(data, data + 1.0, steps=4, hidden=8)
+        assert b.sample(3)[1].dtype == torch.float64
+        assert cs.bridges.DSBM(data, data, steps=4, hidden=8, dtype=torch.float32).sample(3)[1].dtype == torch.float32
+    finally:
+        torch.set_default_dtype(old)
+    b = cs.bridges.DSB(data, data + 1.0, steps=4, hidden=8)
+    with pytest.raises(ValueError, match=r"\bx\b.*NaN"):
+        b.transport(np.array([[0.0, np.nan]]))
+    for kwargs, name in [(dict(device="gpu"), "device"), (dict(hidden=0), "hidden"), (dict(seed=0.5), "seed")]:
+        with pytest.raises(ValueError, match=name):
+            cs.bridges.DSB(data, data, **kwargs)
+    with pytest.raises(ValueError, match="grad_clip"):
+        b.fit(1, 1, grad_clip=-1.0, progress=False)

@@ -115,3 +115,56 @@ def test_solution_cost_standard_error_shrinks_like_root_n():
     _, se1 = sol.cost(4000, seed=0)
     _, se2 = sol.cost(16000, seed=0)
     assert 0.4 < se2 / se1 < 0.6
+
+
+# ------------------------------------------------------------------------------------ issue 14 regressions
+@pytest.mark.parametrize("drift, running", [(None, None), (lambda t, x: torch.zeros_like(x), None),
+                                            (None, lambda t, x: torch.ones(x.shape[0], dtype=x.dtype)),
+                                            (lambda t, x: torch.ones_like(x), lambda t, x: x.new_zeros(x.shape[0]))])
+def test_adjoint_matching_with_drift_and_running_cost_independent_of_x(drift, running):
+    """Adjoint matching differentiates f and q in x: for ones that do not depend on x (including drift=None)
+    the lean adjoint is constant, a_i = grad g(X_K) (it used to fail with "element 0 of tensors does not
+    require grad"). Here g = |x|^2: a_i = 2 X_K at every step."""
+    problem = cs.ControlProblem(2, drift, 1.0, lambda x: (x * x).sum(1), running_cost=running, steps=5)
+    sol = cs.solve(problem, method="adjoint_matching", iters=3, batch=8, progress=False)
+    assert np.isfinite(sol.history["loss"]).all()
+    paths = problem.on_policy_paths(sol.module, 4, torch.Generator().manual_seed(0))
+    adj = problem.lean_adjoint(paths)
+    assert torch.allclose(adj, (2 * paths.xs[:, -1]).unsqueeze(1).expand_as(adj))
+
+
+def test_a_drift_computed_through_numpy_is_refused_where_it_is_differentiated():
+    """The relative entropy and adjoint matching differentiate the drift: one computed through numpy would
+    train with a wrong (zero) gradient, so solve() refuses it up front; log-variance needs only its values."""
+    numpy_drift = _lq(drift=lambda t, x: torch.as_tensor(-x.detach().numpy()))
+    for method in ("adjoint", "backprop", "adjoint_matching"):
+        with pytest.raises(ValueError, match="drift.*torch"):
+            cs.solve(numpy_drift, method=method, iters=1, batch=4, progress=False)
+    kl = cs.ControlProblem(2, lambda t, x: torch.as_tensor(-x.detach().numpy()), 1.0, lambda x: (x ** 2).sum(1),
+                           steps=5)
+    cs.solve(kl, method="log_variance", iters=2, batch=4, progress=False)
+    cost_through_numpy = _lq(terminal_cost=lambda x: torch.as_tensor((x.detach().numpy() ** 2).sum(1)))
+    with pytest.raises(ValueError, match="terminal_cost"):
+        cs.solve(cost_through_numpy, method="adjoint", iters=1, batch=4, progress=False)
+
+
+def test_solve_dtype_follows_torch_default_and_bad_devices_are_named():
+    old = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        sol = cs.solve(_lq(), method="backprop", iters=1, batch=4, progress=False)
+        assert next(sol.module.parameters()).dtype == torch.float64
+    finally:
+        torch.set_default_dtype(old)
+    for device in ("gpu", "tpu", "cuda:99"):
+        with pytest.raises(ValueError, match="device"):
+            cs.solve(_lq(), iters=1, device=device)
+    with pytest.raises(ValueError, match="grad_clip"):
+        cs.solve(_lq(), iters=1, grad_clip=0.0)
+
+
+def test_solution_policy_refuses_non_finite_states():
+    sol = cs.solve(_lq(), method="backprop", iters=1, batch=4, progress=False)
+    assert sol.policy(0.5, np.zeros((3, 2))).shape == (3, 2)
+    with pytest.raises(ValueError, match=r"\bx\b.*NaN"):
+        sol.policy(0.5, torch.tensor([[0.0, float("inf")]]))

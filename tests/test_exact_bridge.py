@@ -284,3 +284,34 @@ def test_time_one_ulp_past_the_horizon_is_the_horizon():
     assert torch.equal(br.drift(-1e-300, x), br.drift(0.0, x))
     with pytest.raises(ValueError, match="t must lie in"):
         br.drift(T + 1e-9, x)
+
+
+# ------------------------------------------------------------------------------------ issue 14 regressions
+@pytest.mark.parametrize("theta", [8.5, 17.0, 25.0, 60.0])
+def test_strongly_contracting_ou_reference_accepts_identity_ends(theta):
+    """With an OU reference and theta T around 17 the whitened start Q^-1/2 Phi cov0 Phi' Q^-1/2 is of order
+    e^{-34}: valid, and no longer refused as "cov0 not SPD". Its cross-covariance equals the scalar closed form
+    C = Phi^-1 q c_uv, c_uv = (sqrt(4 a b + 1) - 1) / 2, a = Phi^2 s0 / q, b = s1 / q, evaluated in 50-digit
+    arithmetic (mpmath) as the independent reference."""
+    import mpmath
+    s0, s1, T = 1.0, 2.0, 1.0
+    ou = cs.processes.OU(2, theta=theta, sigma=1.0, T=T)
+    b = cs.exact.GaussianBridge(np.zeros(2), s0 * np.eye(2), np.ones(2), s1 * np.eye(2), reference=ou)
+    with mpmath.workdps(50):
+        th = mpmath.mpf(theta)
+        phi = mpmath.exp(-th * T)
+        q = (1 - mpmath.exp(-2 * th * T)) / (2 * th)
+        a, bb = phi ** 2 * s0 / q, s1 / q
+        c = q * (2 * a * bb / (mpmath.sqrt(4 * a * bb + 1) + 1)) / phi  # (sqrt(4ab + 1) - 1) / 2, no cancellation
+    _, cov = b.coupling()
+    np.testing.assert_allclose(np.diag(cov[:2, 2:].numpy()), float(c), rtol=1e-9)
+    np.testing.assert_allclose(cov[:2, 2:].numpy() - np.diag(np.diag(cov[:2, 2:].numpy())), 0.0, atol=1e-300)
+    mean_half, cov_half = b.marginal(0.5)
+    assert torch.isfinite(cov_half).all() and torch.isfinite(b.drift(0.5, torch.zeros(3, 2))).all()
+
+
+def test_an_underflowing_intermediate_is_an_internal_error_not_the_users_cov0():
+    ou = cs.processes.OU(1, theta=400.0, sigma=1.0, T=1.0)  # e^{-2 theta T} underflows float64
+    with pytest.raises(FloatingPointError, match="internal: the whitened initial covariance") as err:
+        cs.exact.GaussianBridge(np.zeros(1), np.eye(1), np.zeros(1), np.eye(1), reference=ou)
+    assert "cov0 must" not in str(err.value)

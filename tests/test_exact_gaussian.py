@@ -71,3 +71,37 @@ def test_inputs_with_negative_strides_are_accepted():
     a = np.arange(4.0)
     assert as_tensor(a[::-1], "a").tolist() == [3.0, 2.0, 1.0, 0.0]
     assert as_tensor(2.5, "s").ndim == 0
+
+
+# ------------------------------------------------------------------------------------ issue 14 regressions
+def _rotation(d, seed=0):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))
+    return q
+
+
+@pytest.mark.parametrize("eigs", [[1.0, 1e-13], [1.0, 1e-14, 0.5], [1e-13, 1e-13], [1e-13, 2e-13, 5e-13],
+                                  [1e13, 1.0, 1e-1]])
+def test_spd_check_accepts_valid_ill_conditioned_and_tiny_covariances(eigs):
+    """Covariances of condition 1e13-1e14 or of scale 1e-13 are valid (they used to be refused): the check is
+    relative to the matrix's own scale. KL against itself is 0 (an independent use of the matrix)."""
+    from controlsamp._validate import check_spd
+    U = _rotation(len(eigs))
+    S = U @ np.diag(eigs) @ U.T
+    S = 0.5 * (S + S.T)
+    np.testing.assert_allclose(check_spd(S, "cov").numpy(), S, rtol=0, atol=0)
+    np.testing.assert_allclose(check_spd(np.diag(eigs), "cov").numpy(), np.diag(eigs))
+    cs.targets.Gaussian(np.zeros(len(eigs)), np.diag(eigs))
+
+
+@pytest.mark.parametrize("eigs, smallest", [([1.0, -1e-3], -1e-3), ([2.0, -0.5, 1.0], -0.5), ([1e-13, -1e-13], -1e-13),
+                                            ([1.0, 0.0], 0.0)])
+def test_spd_check_reports_the_true_smallest_eigenvalue(eigs, smallest):
+    from controlsamp._validate import check_spd
+    U = _rotation(len(eigs), 1)
+    S = U @ np.diag(eigs) @ U.T
+    with pytest.raises(ValueError) as err:
+        check_spd(0.5 * (S + S.T), "cov")
+    msg = str(err.value)
+    assert "cov" in msg
+    got = float(msg.split("smallest eigenvalue ")[1].split()[0])
+    assert abs(got - smallest) <= 1e-12 * max(abs(e) for e in eigs) + 1e-3 * abs(smallest)

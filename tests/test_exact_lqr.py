@@ -114,3 +114,72 @@ def test_time_outside_horizon():
         lqr.riccati(2.0)
     with pytest.raises(ValueError, match="x must have shape"):
         lqr.policy(0.5, np.zeros((3, 3)))
+
+
+# ------------------------------------------------------------------------------------ issue 14 regressions
+def _riccati_radau(A, B, Q, R, F, sig, T, taus):
+    """P and r in backward time tau = T - t by scipy's stiff Radau IIA solver with the analytic Jacobian (the
+    independent reference for stiff problems; tau, not t, so that a layer of width 1e-12 at t = T is
+    representable near tau = 0)."""
+    d = A.shape[0]
+    S = B @ np.linalg.solve(R, B.T)
+    SS = sig @ sig.T
+    eye = np.eye(d)
+
+    def rhs(_, y):
+        P = y[:-1].reshape(d, d)
+        return np.concatenate([(A.T @ P + P @ A - P @ S @ P + Q).ravel(), [np.trace(SS @ P)]])
+
+    def jac(_, y):
+        P = y[:-1].reshape(d, d)
+        J = np.zeros((d * d + 1, d * d + 1))
+        J[:-1, :-1] = np.kron(A.T, eye) + np.kron(eye, A.T) - np.kron(P @ S, eye) - np.kron(eye, (S @ P).T)
+        J[-1, :-1] = SS.T.ravel()
+        return J
+
+    sol = solve_ivp(rhs, (0.0, T), np.concatenate([F.ravel(), [0.0]]), method="Radau", jac=jac, rtol=1e-10,
+                    atol=1e-12, first_step=1e-14, t_eval=taus)
+    assert sol.status == 0, sol.message
+    return [(sol.y[:-1, i].reshape(d, d), sol.y[-1, i]) for i in range(len(taus))]
+
+
+STIFF = {
+    "fast stable drift, A = -1e3 I, T = 10": (-1e3 * np.eye(2), np.eye(2), np.eye(2), np.eye(2), np.eye(2),
+                                              np.eye(2), 10.0),
+    "stiff and slow modes coupled": (np.array([[-1e3, 1.0], [0.0, -0.5]]), np.array([[1.0], [0.5]]), np.eye(2),
+                                     np.array([[0.1]]), np.eye(2), np.array([[1.0, 0.0], [0.3, 0.7]]), 5.0),
+    "cheap control, R = 1e-8, F = 1e4": (np.array([[0.0, 1.0], [0.0, 0.0]]), np.array([[0.0], [1.0]]), np.eye(2),
+                                         np.array([[1e-8]]), 1e4 * np.eye(2), np.eye(2), 1.0),
+}
+
+
+@pytest.mark.parametrize("name", list(STIFF))
+def test_stiff_riccati_matches_radau_at_bounded_cost(name):
+    """Stiff problems (the fastest time scale 1e-3 to 1e-12 of the horizon) against scipy's Radau on the
+    Riccati ODE; the quadrature of r takes tens of intervals (the former step bound 1 / ||H|| took minutes)."""
+    A, B, Q, R, F, sig, T = STIFF[name]
+    lqr = cs.exact.LQR(A, B, Q, R, F, sig, T)
+    (P_mid, r_mid), (P0, r0) = _riccati_radau(A, B, Q, R, F, sig, T, [0.5 * T, T])
+    for t, P_ref, r_ref in ((0.5 * T, P_mid, r_mid), (0.0, P0, r0)):
+        np.testing.assert_allclose(lqr.riccati(t).numpy(), P_ref, rtol=1e-8, atol=1e-9 * np.abs(P_ref).max())
+        x = np.array([0.3, -1.2])
+        val = x @ P_ref @ x + r_ref
+        assert float(lqr.value(t, x)[0]) == pytest.approx(val, rel=1e-8)
+        assert lqr.last_sweep_intervals < 200
+    assert lqr.cost(x) == pytest.approx(x @ P0 @ x + r0, rel=1e-8)
+
+
+@pytest.mark.parametrize("R, F, T", [(1e-12, 1e6, 1.0), (1e-12, 1e6, 10.0), (1.0, 1.0, 1e4), (1e-6, 0.0, 3.0)])
+def test_scalar_cheap_control_matches_its_closed_form(R, F, T):
+    """a = q = 0, b = 1: P(t) = F / (1 + S F (T - t)) and r(t) = sigma^2 log(1 + S F (T - t)) / S, S = 1 / R
+    (exact). With R = 1e-12, F = 1e6 the layer at t = T is 1e-18 wide; it used to run past 120 s."""
+    sigma = 0.7
+    lqr = cs.exact.LQR([[0.0]], [[1.0]], [[0.0]], [[R]], [[F]], sigma, T)
+    S = 1.0 / R
+    for t in (0.0, 0.5 * T, T - 1e-9 * T):
+        tau = T - t
+        P = F / (1 + S * F * tau)
+        r = sigma ** 2 * math.log1p(S * F * tau) / S
+        assert float(lqr.riccati(t)) == pytest.approx(P, rel=1e-9, abs=1e-300)
+        assert float(lqr.value(t, [0.0])[0]) == pytest.approx(r, rel=1e-9, abs=1e-300)
+        assert lqr.last_sweep_intervals < 400

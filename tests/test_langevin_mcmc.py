@@ -160,3 +160,19 @@ def test_bad_input_is_named(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         run_chains(target, **args)
+
+
+def test_run_chains_on_a_constant_energy_is_a_random_walk():
+    """A log-density that does not depend on x has score 0 (it used to fail with "element 0 of tensors does not
+    require grad"): MALA then proposes a Gaussian random walk, always accepted."""
+    flat = cs.targets.Target.from_log_prob(lambda x: torch.zeros(x.shape[0], dtype=x.dtype), 2)
+    res = run_chains(flat, torch.zeros(4, 2, dtype=torch.float64), n_draws=5, warmup=0, step_size=0.1)
+    assert torch.equal(res.accept_prob, torch.ones(4, 5, dtype=res.accept_prob.dtype))
+
+
+def test_run_chains_refuses_non_finite_starts_and_float_counts():
+    x0 = torch.tensor([[0.0, float("nan")]])
+    with pytest.raises(ValueError, match=r"\bx0\b.*NaN"):
+        run_chains(cs.targets.get("gmm25"), x0, n_draws=2)
+    with pytest.raises(ValueError, match=r"\bn_draws\b"):
+        run_chains(cs.targets.get("gmm25"), torch.zeros(1, 2), n_draws=2.5)

@@ -361,3 +361,42 @@ def test_particle_errors_name_the_argument():
         M.interatomic_distances(np.zeros((3, 2)), 1, 2)
     with pytest.raises(ValueError, match="^range"):
         M.distance_histogram(np.zeros((3, 8)), 4, 2, range=(1.0, 0.0))
+
+
+# ------------------------------------------------------------------------------------ issue 14 regressions
+def test_logmeanexp_takes_numpy_and_lists_and_refuses_nan():
+    rng = np.random.default_rng(3)
+    lw = rng.normal(size=(4, 50)) * 40
+    for arg in (lw, lw.tolist(), torch.as_tensor(lw)):
+        got = M.logmeanexp(arg, dim=1)
+        assert isinstance(got, torch.Tensor)
+        np.testing.assert_allclose(got.numpy(), logsumexp(lw, axis=1) - math.log(50), rtol=1e-14)
+    assert float(M.logmeanexp(np.array([0, 0]))) == 0.0  # integers promoted
+    assert float(M.logmeanexp(np.array([0.0, -np.inf]))) == pytest.approx(-math.log(2))
+    for bad in (np.array([0.0, np.nan]), np.array([np.inf, 0.0])):
+        with pytest.raises(ValueError, match="log_w"):
+            M.logmeanexp(bad)
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e-200, 1e150])
+def test_transport_metrics_are_exact_at_extreme_scales(scale):
+    """Squared distances of points at 1e200 overflow float64 (W2 used to come out 0.0): the metrics are
+    homogeneous, so they equal the scale times their value on the unit-scale points (exact assignment by
+    scipy's linear_sum_assignment as the independent W2)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(6, 2)), rng.normal(size=(6, 2)) + 1.0
+    C = cdist(x, y, "sqeuclidean")
+    r, c = linear_sum_assignment(C)
+    w2_unit = math.sqrt(C[r, c].mean())
+    assert M.w2(x * scale, y * scale) == pytest.approx(scale * w2_unit, rel=1e-12)
+    assert M.mmd(x * scale, y * scale) == pytest.approx(M.mmd(x, y), rel=1e-10, abs=1e-14)
+    assert M.median_bandwidth(x * scale, y * scale) == pytest.approx(scale * M.median_bandwidth(x, y), rel=1e-12)
+    if scale == 1e150:  # eps and the cost scale like scale^2: representable in float64 only here
+        assert M.sinkhorn(x * scale, y * scale, 0.5 * scale * scale) == pytest.approx(
+            scale * scale * M.sinkhorn(x, y, 0.5), rel=1e-8)
+    assert M.w2([[1e200, 0.0]], [[0.0, 1e200]]) == pytest.approx(math.sqrt(2) * 1e200, rel=1e-15)
+
+
+def test_sinkhorn_with_eps_out_of_range_is_a_clear_error():
+    with pytest.raises(ValueError, match="eps"):
+        M.sinkhorn([[1e200, 0.0]], [[0.0, 1e200]], 1.0)

@@ -422,3 +422,22 @@ def test_bad_input_raises_value_error_naming_argument(case):
     fn, name = BAD[case]
     with pytest.raises(ValueError, match=name):
         fn()
+
+
+def test_lti_transition_accepts_numpy_and_matches_the_ou_closed_form():
+    """A = -theta I, D = s^2 I: Phi = e^{-theta h} I, Q = s^2 (1 - e^{-2 theta h}) / (2 theta) I; numpy and
+    list arguments as the README promises."""
+    theta, s2, h = 1.7, 0.8, 0.45
+    from controlsamp.processes import lti_transition
+    Phi, Q = lti_transition(-theta * np.eye(2), (s2 * np.eye(2)).tolist(), h)
+    np.testing.assert_allclose(Phi.numpy(), np.exp(-theta * h) * np.eye(2), rtol=1e-14)
+    np.testing.assert_allclose(Q.numpy(), s2 * (1 - np.exp(-2 * theta * h)) / (2 * theta) * np.eye(2), rtol=1e-13)
+    for bad, name in [((np.ones((2, 3)), np.eye(2), h), "A"), ((-np.eye(2), np.eye(3), h), "D"),
+                      ((-np.eye(2), np.eye(2), -1.0), "h"), ((np.full((2, 2), np.nan), np.eye(2), h), "A")]:
+        with pytest.raises(ValueError, match=rf"\b{name}\b"):
+            lti_transition(*bad)
+
+
+def test_process_drift_refuses_non_finite_points():
+    with pytest.raises(ValueError, match=r"\bx\b.*NaN"):
+        OU(2).drift(0.5, torch.tensor([[0.0, float("nan")]]))

@@ -248,3 +248,69 @@ def test_errors_name_the_argument():
     bad = cs.targets.Target.from_log_prob(lambda x: torch.where(x[:, 0] > 0, float("nan"), 0.0) * x[:, 0], 2)
     with pytest.raises(ValueError, match="NaN"):
         cs.samplers.PIS(bad, steps=5, langevin=False).sample(100)
+
+
+# ------------------------------------------------------------------------------------ issue 14 regressions
+def test_default_dtype_follows_torch_and_explicit_dtype_wins():
+    tgt = gaussian_target(2)
+    old = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        for cls in (cs.samplers.PIS, cs.samplers.DDS, cs.samplers.ASBS):
+            x, _ = cls(tgt, steps=4, hidden=8).sample(3)
+            assert x.dtype == torch.float64, cls.__name__
+        x, _ = cs.samplers.PIS(tgt, steps=4, hidden=8, dtype=torch.float32).sample(3)
+        assert x.dtype == torch.float32
+    finally:
+        torch.set_default_dtype(old)
+    assert cs.samplers.PIS(tgt, steps=4, hidden=8).sample(3)[0].dtype == old
+
+
+@pytest.mark.parametrize("cls", [cs.samplers.PIS, cs.samplers.DDS])
+def test_constant_energy_trains_and_samples(cls):
+    """pi~ = e^0 (x-independent): its score is 0, so the off-policy, kl and am objectives run (they used to
+    fail with "element 0 of tensors does not require grad"); with the Gaussian reference the optimal control
+    the importance weights stay finite."""
+    flat = cs.targets.Target.from_log_prob(lambda x: torch.zeros(x.shape[0], dtype=x.dtype), 2)
+    s = cls(flat, steps=4, hidden=8)
+    for loss in ("tb", "kl", "am"):
+        s.fit(iters=2, batch=8, loss=loss, progress=False)
+    x, lw = s.sample(16)
+    assert torch.isfinite(x).all() and torch.isfinite(lw).all()
+
+
+def test_numpy_energy_is_refused_when_the_objective_differentiates_it():
+    """kl backpropagates through log pi~(X_K): an energy computed through numpy would train silently with a
+    wrong (zero) gradient; it is refused with a message that says to write it in torch."""
+    numpy_energy = cs.targets.Target.from_log_prob(
+        lambda x: torch.as_tensor(-0.5 * (x.detach().numpy() ** 2).sum(1), dtype=x.dtype), 2)
+    s = cs.samplers.PIS(numpy_energy, steps=4, hidden=8, langevin=False)
+    s.fit(iters=2, batch=8, loss="tb", progress=False)  # log w needs values only: fine
+    with pytest.raises(ValueError, match="torch"):
+        s.fit(iters=2, batch=8, loss="kl", progress=False)
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(hidden=0), "hidden"), (dict(depth=-1), "depth"),
+                                          (dict(steps=2.5), "steps"), (dict(seed=1.5), "seed"),
+                                          (dict(device="gpu"), "device"), (dict(dtype=torch.int64), "dtype")])
+def test_bad_constructor_counts_name_the_argument(kwargs, name):
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        cs.samplers.PIS(gaussian_target(2), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(grad_clip=0), "grad_clip"), (dict(grad_clip=-1.0), "grad_clip"),
+                                          (dict(buffer=-5), "buffer"), (dict(local_search_steps=-1),
+                                                                          "local_search_steps"),
+                                          (dict(iters=2.5), "iters"), (dict(batch=8.0), "batch"),
+                                          (dict(checkpoint_every=0), "checkpoint_every")])
+def test_bad_fit_arguments_name_the_argument(kwargs, name):
+    s = cs.samplers.PIS(gaussian_target(2), steps=4, hidden=8)
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        s.fit(**{"iters": 1, "batch": 4, "progress": False, **kwargs})
+    assert s.history == {}  # refused before any step
+
+
+def test_none_grad_clip_means_no_clipping_and_a_positive_one_clips():
+    s = cs.samplers.PIS(gaussian_target(2), steps=4, hidden=8)
+    s.fit(iters=2, batch=8, grad_clip=None, progress=False)
+    s.fit(iters=2, batch=8, grad_clip=1e-3, progress=False)

@@ -14,6 +14,7 @@ from scipy import stats
 
 import controlsamp as cs
 from controlsamp.langevin import mala, ula
+from controlsamp.training import save_checkpoint
 from controlsamp.langevin.smc import (annealing_schedule, conditional_ess, next_temperature, systematic_resample,
                                       tempered_smc)
 
@@ -169,7 +170,10 @@ def test_weight_helpers_are_one_implementation():
     """SMC's resampling and conditional ESS are controlsamp.weights', kept importable from the SMC module."""
     from controlsamp import weights
     assert systematic_resample is weights.systematic_resample and conditional_ess is weights.conditional_ess
-    assert cs.metrics.logmeanexp is weights.logmeanexp
+    # the metrics' logmeanexp checks its input (numpy, NaN) and then calls the same arithmetic
+    lw = torch.randn(50, dtype=torch.float64) * 30
+    assert torch.equal(cs.metrics.logmeanexp(lw), weights.logmeanexp(lw))
+    assert torch.equal(cs.metrics.logmeanexp(lw.numpy()), weights.logmeanexp(lw))
 
 
 def _fingerprint(res):
@@ -252,7 +256,55 @@ def test_samplers_forward_the_knobs_and_load_older_checkpoints(tmp_path):
     payload = torch.load(path, weights_only=False)
     for key in ("target_accept", "adapt_rate", "tempering_tol", "precond_min_var", "kernel"):
         del payload["config"]["options"][key]
-    torch.save(payload, path)
+    save_checkpoint(path, payload)  # re-written with its checksum
     cs.samplers.SMC(target, n_particles=100).load(path)
     with pytest.raises(ValueError, match="options"):
         cs.samplers.SMC(target, n_particles=100, adapt_rate=0.1).load(path)
+
+
+# ------------------------------------------------------------------------------------ issue 14 regressions
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the error is for a machine without CUDA")
+@pytest.mark.parametrize("cls", [cs.samplers.SMC, cs.samplers.AIS])
+def test_cuda_without_cuda_is_a_clear_error(cls):
+    with pytest.raises(ValueError, match="device.*'cuda'.*use device='cpu'"):
+        cls(_shifted_gaussian(), device="cuda")
+    with pytest.raises(ValueError, match="device"):
+        tempered_smc(_shifted_gaussian(), 10, device="cuda")
+
+
+def test_smc_record_has_a_short_repr():
+    res = cs.samplers.SMC(cs.targets.get("gmm25"), n_particles=200, n_mcmc=2).run()
+    text = repr(res)
+    assert "\n" not in text and len(text) < 250
+    assert f"log_Z={res.log_Z:.6g}" in text and "x=(200, 2)" in text and f"temperatures={len(res.betas) - 1}" in text
+
+
+@pytest.mark.parametrize("log_w, match", [(torch.tensor([0.0, float("nan"), 1.0]), "NaN"),
+                                          (torch.tensor([0.0, float("inf")]), r"\+inf"),
+                                          (torch.full((4,), -float("inf")), "all 4 log weights are -inf"),
+                                          (torch.zeros(0), "non-empty"), (torch.zeros(2, 2), r"shape \(n,\)")])
+def test_systematic_resample_refuses_weights_that_are_not_a_distribution(log_w, match):
+    with pytest.raises(ValueError, match=match):
+        systematic_resample(log_w, torch.Generator().manual_seed(0))
+
+
+def test_systematic_resample_allows_zero_weights():
+    idx = systematic_resample(torch.tensor([-float("inf"), 0.0, -float("inf"), 0.0]), torch.Generator().manual_seed(1))
+    assert set(idx.tolist()) <= {1, 3} and len(idx) == 4
+
+
+def test_smc_on_a_constant_energy_is_the_prior_volume():
+    """pi~ = 1 on R^d has infinite mass, but on the tempered path p0^(1-b) pi~^b every increment is
+    (b' - b)(0 - log p0(x)) and the score is -(1 - b) x / s0^2: the run completes (it used to stop with
+    "element 0 of tensors does not require grad") with finite weights."""
+    flat = cs.targets.Target.from_log_prob(lambda x: torch.zeros(x.shape[0], dtype=x.dtype), 2)
+    res = cs.samplers.SMC(flat, n_particles=64, n_mcmc=2, seed=1).run()
+    assert torch.isfinite(res.log_w).all() and math.isfinite(res.log_Z)
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(n_particles=2.5), "n_particles"), (dict(steps=2.5), "steps"),
+                                          (dict(max_temps=0), "max_temps"), (dict(seed=0.5), "seed"),
+                                          (dict(dtype=torch.int32), "dtype")])
+def test_smc_refuses_float_counts_when_built(kwargs, name):
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        cs.samplers.SMC(_shifted_gaussian(), **kwargs)

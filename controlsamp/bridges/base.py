@@ -5,13 +5,15 @@ training loop, :func:`controlsamp.training.fit_loop`) and sampling.
 A subclass says how a half-bridge gets its regression data (``_refresh_cache`` and ``_batch``)."""
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
-from .._validate import check_dim, check_positive
+from .._validate import (as_points, check_device, check_dim, check_dtype, check_grad_clip, check_nonnegative,
+                         check_positive, check_seed, check_time)
 from ..sde import DiscretisedReference
 from ..training import Streams, clip_gradient, fit_loop, load_checkpoint, load_modules, make_optimizer, save_model
 from .halfbridge import DIRECTIONS, DriftNet, as_sampler, make_reference, simulate
@@ -24,7 +26,7 @@ class NeuralBridge(ABC):
 
     def __init__(self, source, target, sigma: float = 1.0, T: float = 1.0, steps: int = 20, reference=None,
                  hidden: int = 128, depth: int = 3, ema: float = 0.999, ema_warmup: float = 10.0,
-                 cache_size: int = 4096, cache_refresh: int = 200, device="cpu", dtype=torch.float32,
+                 cache_size: int = 4096, cache_refresh: int = 200, device="cpu", dtype=None,
                  seed: int = 0):
         self.source, self.target = as_sampler(source, "source"), as_sampler(target, "target")
         if self.source.dim != self.target.dim:
@@ -36,12 +38,13 @@ class NeuralBridge(ABC):
         process = make_reference(self.dim, self.sigma, self.T, reference)
         self.reference = DiscretisedReference(process, check_dim(steps, "steps"), scheme="euler")
         self.steps = self.reference.K
-        if not 0.0 <= ema < 1.0:
+        if not 0.0 <= check_nonnegative(ema, "ema") < 1.0:
             raise ValueError(f"ema must be in [0, 1); got {ema}")
+        ema_warmup = check_nonnegative(ema_warmup, "ema_warmup")
         self.cache_size = check_dim(cache_size, "cache_size")
         self.cache_refresh = check_dim(cache_refresh, "cache_refresh")
-        self.device, self.dtype = torch.device(device), dtype
-        hidden, depth = check_dim(hidden, "hidden"), check_dim(depth, "depth")
+        self.device, self.dtype = check_device(device), check_dtype(dtype)
+        hidden, depth, seed = check_dim(hidden, "hidden"), check_dim(depth, "depth"), check_seed(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the networks' initialisation, without touching the caller's global stream
             self.nets = nn.ModuleDict({d + "_drift": DriftNet(self.dim, self.T, hidden, depth, ema, ema_warmup)
@@ -80,18 +83,13 @@ class NeuralBridge(ABC):
         """Check ``direction`` and turn ``x`` into an (n, d) tensor on the bridge's device and dtype."""
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}; got {direction!r}")
-        x = torch.as_tensor(x, device=self.device).to(self.dtype)
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (n, {self.dim}); got {tuple(x.shape)}")
-        return x
+        return as_points(x, "x", self.dim, dtype=self.dtype, device=self.device)
 
     def drift(self, t, x, direction: str = "forward") -> Tensor:
         """The learned drift at time t of the given direction (the backward process runs in s = T - t from
         the target law), (n, d); the EMA weights."""
         x = self._points(x, direction)
-        t = float(t)
-        if not 0.0 <= t <= self.T:
-            raise ValueError(f"t must lie in [0, T] = [0, {self.T}]; got {t}")
+        t = check_time(t, self.T)
         net = self.net(direction)
         with torch.no_grad():
             if direction == "forward" and not net.trained:
@@ -153,12 +151,23 @@ class NeuralBridge(ABC):
         interrupted run resumes exactly; one written by another configuration is refused."""
         ipf_iters, iters_per_half = check_dim(ipf_iters, "ipf_iters"), check_dim(iters_per_half, "iters_per_half")
         batch, lr = check_dim(batch, "batch"), check_positive(lr, "lr")
+        seed, grad_clip = check_seed(seed), check_grad_clip(grad_clip)
+        checkpoint_every = check_dim(checkpoint_every, "checkpoint_every")
+        config = dict(self.config, ipf_iters=ipf_iters, iters_per_half=iters_per_half, batch=batch, lr=float(lr),
+                      fit_seed=int(seed), grad_clip=grad_clip)
+        # steps of earlier fits (the iteration counter continues) and the half-bridges they did
         n_done = len(self.history.get("loss", []))
+        half_offset = int(self.history["half"][-1]) + 1 if self.history.get("half") else 0
+        if resume and checkpoint is not None and os.path.exists(checkpoint):
+            # the fit being resumed started where its checkpoint says, whatever this object did since
+            ex = load_checkpoint(checkpoint, type(self).__name__, config, training_state=True)["extra"]
+            if not all(isinstance(ex.get(k), int) for k in ("fit_start", "half_offset")):
+                raise ValueError(f"{checkpoint!r} lacks the bridge's training offsets (fit_start, half_offset)")
+            n_done, half_offset = ex["fit_start"], ex["half_offset"]
         total = n_done + 2 * ipf_iters * iters_per_half
         opts = {d: make_optimizer([{"params": list(self.net(d).net.parameters()), "lr": lr}], total)[0]
                 for d in DIRECTIONS}
         streams = Streams(seed, self.device)
-        half_offset = int(self.history["half"][-1]) + 1 if self.history.get("half") else 0
 
         def step(it: int) -> Dict[str, float]:
             half, inner = divmod(it - n_done, iters_per_half)
@@ -181,18 +190,18 @@ class NeuralBridge(ABC):
             return {"loss": loss.item(), "half": float(half_offset + half)}
 
         def extra():
-            return {"cache": self._cache, "trained": self._trained()}
+            return {"cache": self._cache, "trained": self._trained(), "fit_start": n_done,
+                    "half_offset": half_offset}
 
         def restore(ex):
             self._cache = ex["cache"]
             self._set_trained(ex["trained"])
 
         modules = {"nets": self.nets, "opt_forward": opts["forward"], "opt_backward": opts["backward"]}
-        config = dict(self.config, ipf_iters=ipf_iters, iters_per_half=iters_per_half, batch=batch, lr=float(lr),
-                      fit_seed=int(seed), grad_clip=grad_clip)
         fit_loop(step, total, modules, self.history, kind=type(self).__name__, config=config, streams=streams,
                  checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
-                 extra=extra, restore_extra=restore, postfix=("loss", "half"), start=n_done)
+                 extra=extra, restore_extra=restore, postfix=("loss", "half"), start=n_done,
+                 iters_name="the earlier fits' steps + 2 * ipf_iters * iters_per_half")
         return self
 
     # ---------------------------------------------------------------- persistence

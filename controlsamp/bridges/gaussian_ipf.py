@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._linalg import solve_spd, sym_sqrt, symmetrize
-from .._validate import DTYPE, check_dim
+from .._validate import DTYPE, check_dim, check_seed
 from ..exact import GaussianBridge, bures_wasserstein, gaussian_kl
 
 Tensor = torch.Tensor
@@ -200,7 +200,7 @@ class GaussianIPF:
         self.n_samples = check_dim(n_samples, "n_samples")
         if method == "regression" and self.n_samples < self.dim + 2:
             raise ValueError(f"n_samples must be at least dim + 2 = {self.dim + 2} for the regression; got {self.n_samples}")
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         self._generator = torch.Generator().manual_seed(self.seed)
         self._C_star = tgt.coupling()[1][: self.dim, self.dim:]
         self.iterations = 0

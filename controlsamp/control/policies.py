@@ -7,6 +7,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from .._validate import call_with_graph, check_count, check_dim, check_nonnegative, check_positive
 from .grid_mlp import GridRecorder
 
 Tensor = torch.Tensor
@@ -38,6 +39,11 @@ class MLPPolicy(nn.Module):
     def __init__(self, dim: int, control_dim: int, T: float = 1.0, hidden: int = 64, depth: int = 2,
                  n_freq: int = 4, feature: Optional[Callable[[Tensor], Tensor]] = None):
         super().__init__()
+        dim, control_dim = check_dim(dim, "dim"), check_dim(control_dim, "control_dim")
+        hidden, depth, n_freq = check_dim(hidden, "hidden"), check_count(depth, "depth"), check_count(n_freq, "n_freq")
+        T = check_positive(T, "T")
+        if feature is not None and not callable(feature):
+            raise ValueError(f"feature must be a callable x -> (n, control_dim) or None; got {type(feature).__name__}")
         self.dim, self.control_dim = dim, control_dim
         self.time = FourierTime(T, n_freq)
         layers, width = [], dim + self.time.out_dim
@@ -110,7 +116,9 @@ class AffinePolicy(nn.Module):
 
     def __init__(self, dim: int, control_dim: int, T: float = 1.0, steps: int = 100, snap: float = 1e-3):
         super().__init__()
-        self.T, self.steps, self.snap = float(T), int(steps), float(snap)
+        dim, control_dim = check_dim(dim, "dim"), check_dim(control_dim, "control_dim")
+        steps = check_dim(steps, "steps")
+        self.T, self.steps, self.snap = check_positive(T, "T"), steps, check_nonnegative(snap, "snap")
         self.K = nn.Parameter(torch.zeros(steps, control_dim, dim))
         self.k = nn.Parameter(torch.zeros(steps, control_dim))
 
@@ -239,7 +247,7 @@ def terminal_control_feature(problem) -> Callable[[Tensor], Tensor]:
     def feature(x: Tensor) -> Tensor:
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(problem.g(xg).sum(), xg)
+            (grad,) = torch.autograd.grad(call_with_graph(problem.g, xg, "terminal_cost").sum(), xg)
         return grad @ M.to(x.dtype).T.to(x.device)
 
     return feature

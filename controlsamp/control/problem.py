@@ -7,7 +7,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 
 from .._linalg import sym_sqrt
-from .._validate import as_tensor, check_dim, check_positive, check_spd, check_vector
+from .._validate import as_tensor, call_with_graph, check_dim, check_positive, check_spd, check_vector
 from ..sde import rollout
 from .policies import MLPPolicy, frozen as frozen_policy
 
@@ -226,15 +226,22 @@ class ControlProblem:
         xs = paths.xs
         K = xs.shape[1] - 1
         h = self.T / K
+        has_f, has_q = self.drift is not _zero_drift, self.running_cost is not None
         with torch.enable_grad():
             xT = xs[:, -1].detach().requires_grad_(True)
-            (a,) = torch.autograd.grad(self.g(xT).sum(), xT)
+            (a,) = torch.autograd.grad(call_with_graph(self.g, xT, "terminal_cost").sum(), xT)
             out = [a]
             for i in reversed(range(K)):
-                x = xs[:, i].detach().requires_grad_(True)
-                s = (self.f(i * h, x) * a).sum() + self.q(i * h, x).sum()
-                (grad,) = torch.autograd.grad(s, x, allow_unused=True)
-                a = a + h * grad if grad is not None else a
+                if has_f or has_q:  # (with neither, the adjoint is constant in time)
+                    t = i * h
+                    x = xs[:, i].detach().requires_grad_(True)
+                    s = 0.0
+                    if has_f:
+                        s = s + (call_with_graph(lambda z: self.f(t, z), x, "drift") * a).sum()
+                    if has_q:
+                        s = s + call_with_graph(lambda z: self.q(t, z), x, "running_cost").sum()
+                    (grad,) = torch.autograd.grad(s, x, allow_unused=True)
+                    a = a + h * grad if grad is not None else a
                 out.append(a)
         return torch.stack(out[::-1], 1).detach()
 
@@ -285,6 +292,20 @@ class ControlProblem:
 
     def g(self, x: Tensor) -> Tensor:
         return self.terminal_cost(x)
+
+    def check_differentiable(self, n: int = 8, device=None, dtype=torch.float32) -> None:
+        """Check that the drift, the running cost and the terminal cost have autograd graphs to x (what the
+        relative entropy through the SDE and adjoint matching differentiate): one written through numpy or
+        ``.detach()`` is a ValueError naming it, a function that does not depend on x passes (its gradient
+        is 0). Called by :func:`controlsamp.solve` for those methods."""
+        x = self.sample_x0(n, torch.Generator(device=device or "cpu").manual_seed(0), device=device, dtype=dtype)
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            if self.drift is not _zero_drift:
+                call_with_graph(lambda z: self.drift(0.0, z), x, "drift")
+            if self.running_cost is not None:
+                call_with_graph(lambda z: self.running_cost(0.0, z), x, "running_cost")
+            call_with_graph(self.g, x, "terminal_cost")
 
     def check(self, policy=None, n: int = 8, device=None, dtype=torch.float32) -> None:
         """Evaluate every piece on a few points and raise a ValueError naming what has the wrong shape

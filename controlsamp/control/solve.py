@@ -7,7 +7,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .._validate import check_dim, check_positive
+from .._validate import (as_points, check_device, check_dim, check_dtype, check_grad_clip, check_positive, check_seed,
+                         check_time)
 from ..training import Streams, clip_gradient, fit_loop, load_checkpoint, load_modules, make_optimizer, save_model
 from .objectives import REGISTRY, Batch, Objective, get_objective
 from .policies import make_policy
@@ -25,18 +26,20 @@ class Solution:
     def policy(self, t, x) -> torch.Tensor:
         """u(t, x), (n, m)."""
         p = next(self.module.parameters())
+        t = check_time(t, self.problem.T)
+        x = as_points(x, "x", self.problem.dim, dtype=p.dtype, device=p.device, single=True)
         with torch.no_grad():
-            return self.module(t, torch.as_tensor(x, dtype=p.dtype, device=p.device))
+            return self.module(t, x)
 
     def cost(self, n: int = 10_000, seed: int = 0, steps: Optional[int] = None,
              batch: int = 10_000) -> Tuple[float, float]:
         """Monte-Carlo estimate of J(policy): (mean, standard error), by Euler–Maruyama with ``steps`` time
         steps (default the problem's). Euler's O(1/steps) bias is in the estimate: evaluate on a finer grid
         than the training one to compare with a continuous-time optimum."""
-        n = check_dim(n, "n")
+        n, batch = check_dim(n, "n"), check_dim(batch, "batch")
         steps = self.problem.steps if steps is None else check_dim(steps, "steps")
         p = next(self.module.parameters())
-        gen = torch.Generator(device=p.device).manual_seed(seed)
+        gen = torch.Generator(device=p.device).manual_seed(check_seed(seed))
         costs = []
         for start in range(0, n, batch):
             m = min(batch, n - start)
@@ -46,19 +49,41 @@ class Solution:
         return float(c.mean()), float(c.std() / math.sqrt(n))
 
     def save(self, path: str) -> None:
+        """Write the policy's weights, how to rebuild it (its name and options, or for an nn.Module given to
+        :func:`solve` its class name) and the history, atomically in the checkpoint schema of
+        :mod:`controlsamp.training` (tensors and plain data only: loading it runs no code)."""
         kind, kwargs = self._spec
-        extra = {"method": self.method, "policy_kind": kind, "policy_kwargs": kwargs}
-        if kind is None:
-            extra["module"] = self.module
+        extra = {"method": self.method, "policy_kind": kind, "policy_kwargs": kwargs,
+                 "policy_class": f"{type(self.module).__module__}.{type(self.module).__qualname__}",
+                 "dtype": str(next(self.module.parameters()).dtype).replace("torch.", "")}
         save_model(path, "Solution", {}, {"policy": self.module}, self.history, extra)
 
     @classmethod
-    def load(cls, path: str, problem: ControlProblem) -> "Solution":
-        """Load a saved solution; the problem (with its callables) is given again."""
+    def load(cls, path: str, problem: ControlProblem, policy: Optional[nn.Module] = None) -> "Solution":
+        """Load a saved solution; the problem (with its callables) is given again. A solution whose policy was
+        an nn.Module of your own needs ``policy``: a module of the same architecture, into which the saved
+        weights are loaded (the file holds weights only, never code)."""
+        if not isinstance(problem, ControlProblem):
+            raise ValueError(f"problem must be a controlsamp.ControlProblem; got {type(problem).__name__}")
+        if policy is not None and not isinstance(policy, nn.Module):
+            raise ValueError(f"policy must be an nn.Module or None; got {type(policy).__name__}")
         payload = load_checkpoint(path, "Solution", {})
         ex = payload["extra"]
-        module = ex["module"] if ex["policy_kind"] is None else make_policy(ex["policy_kind"], problem,
-                                                                          **ex["policy_kwargs"])
+        if not isinstance(ex.get("method"), str) or not isinstance(ex.get("policy_kwargs"), dict) or not (
+                ex.get("policy_kind") is None or isinstance(ex.get("policy_kind"), str)):
+            raise ValueError(f"{path!r} is not a saved Solution (its method or policy description is missing)")
+        if ex["policy_kind"] is None:
+            if policy is None:
+                raise ValueError(f"{path!r} holds the weights of a policy of your own ({ex.get('policy_class')}): "
+                                 "pass policy=<a module of that architecture> to load them into")
+            module = policy
+        else:
+            if policy is not None:
+                raise ValueError(f"{path!r} holds a {ex['policy_kind']!r} policy, which load() rebuilds itself; "
+                                 "policy must be None")
+            module = make_policy(ex["policy_kind"], problem, **ex["policy_kwargs"])
+            if ex.get("dtype") in ("float16", "bfloat16", "float32", "float64"):  # as trained
+                module = module.to(dtype=getattr(torch, ex["dtype"]))
         load_modules(payload, {"policy": module})
         return cls(problem, module, payload["history"], ex["method"], (ex["policy_kind"], ex["policy_kwargs"]))
 
@@ -84,7 +109,7 @@ def make_objective(method, solver: str = "euler") -> Objective:
 
 def solve(problem: ControlProblem, method="adjoint", policy="mlp", iters: int = 1000, batch: int = 256,
           lr: float = 1e-3, seed: int = 0, device: str = "cpu", solver: str = "euler",
-          dtype: torch.dtype = torch.float32, checkpoint: Optional[str] = None, checkpoint_every: int = 100,
+          dtype: Optional[torch.dtype] = None, checkpoint: Optional[str] = None, checkpoint_every: int = 100,
           resume: bool = False, progress: bool = True, grad_clip: Optional[float] = None,
           lr_schedule: Optional[str] = "cosine", policy_kwargs: Optional[dict] = None) -> Solution:
     r"""Train a feedback control for ``problem`` with one objective of :mod:`controlsamp.control.objectives`.
@@ -110,16 +135,31 @@ def solve(problem: ControlProblem, method="adjoint", policy="mlp", iters: int = 
             paths (entropy = (seed, iteration)).
         checkpoint, checkpoint_every, resume: a checkpoint file, written every ``checkpoint_every``
             iterations, at the end and on interruption; ``resume=True`` continues from it.
+        device, dtype: where and in what precision the policy and the paths live; ``dtype=None`` is torch's
+            default dtype (float32 unless ``torch.set_default_dtype`` changed it).
+        grad_clip: None (no clipping) or the largest gradient norm (> 0).
     """
     if not isinstance(problem, ControlProblem):
         raise ValueError(f"problem must be a controlsamp.ControlProblem; got {type(problem).__name__}")
-    if not isinstance(method, Objective) and method not in METHODS and method not in REGISTRY:
+    if not isinstance(method, (str, Objective)) or (isinstance(method, str) and method not in METHODS
+                                                    and method not in REGISTRY):
         raise ValueError(f"method must be one of {sorted(set(METHODS) | set(REGISTRY))} or an Objective; "
                          f"got {method!r}")
     iters, batch = check_dim(iters, "iters"), check_dim(batch, "batch")
-    lr = check_positive(lr, "lr")
+    lr, seed = check_positive(lr, "lr"), check_seed(seed)
+    device, dtype = check_device(device), check_dtype(dtype)
+    grad_clip, checkpoint_every = check_grad_clip(grad_clip), check_dim(checkpoint_every, "checkpoint_every")
+    if lr_schedule not in (None, "cosine"):
+        raise ValueError(f"lr_schedule must be None or 'cosine'; got {lr_schedule!r}")
+    if policy_kwargs is not None and not isinstance(policy_kwargs, dict):
+        raise ValueError(f"policy_kwargs must be a dict of options of the policy or None; got "
+                         f"{type(policy_kwargs).__name__}")
+    if not isinstance(policy, nn.Module) and policy not in ("mlp", "mlp+grad", "affine"):
+        raise ValueError(f"policy must be 'mlp', 'mlp+grad', 'affine' or an nn.Module; got {policy!r}")
     objective = make_objective(method, solver)
     objective.check(problem)
+    if objective.differentiates_state:  # a drift or cost written through numpy would give a wrong gradient
+        problem.check_differentiable(device=device, dtype=dtype)
     if objective.needs_data:
         raise ValueError(f"method={method!r} regresses on data a method supplies (ASBS's endpoint pairs), not on "
                          "paths solve() can draw; use 'adjoint', 'backprop', 'log_variance' or 'adjoint_matching'")

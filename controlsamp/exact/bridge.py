@@ -6,9 +6,9 @@ from typing import Optional, Tuple
 import torch
 
 from .._linalg import logdet, solve_spd, sym_inv_sqrt, sym_sqrt, symmetrize
-from .._validate import check_points, check_positive, check_spd, check_time, check_vector
+from .._validate import check_dim, check_internal_spd, check_points, check_positive, check_spd, check_time, check_vector
 from ..processes import Brownian
-from .gaussian import entropic_ot_cross_cov, entropic_ot_gaussian
+from .gaussian import _entropic_ot_cross_cov, entropic_ot_cross_cov, entropic_ot_gaussian
 from .reference_bridge import sample_reference_bridge
 
 Tensor = torch.Tensor
@@ -67,10 +67,14 @@ class GaussianBridge:
         if self._brownian:
             return entropic_ot_cross_cov(self.cov0, self.cov1, self.sigma ** 2 * self.T)
         Phi, c, Q = self.reference.transition(0.0, self.T)
+        check_internal_spd(Q, "the reference's transition covariance Q(0, T)")
         Qh, Qih = sym_sqrt(Q), sym_inv_sqrt(Q)
-        Su = symmetrize(Qih @ Phi @ self.cov0 @ Phi.T @ Qih)
-        Sv = symmetrize(Qih @ self.cov1 @ Qih)
-        Cuv = entropic_ot_cross_cov(Su, Sv, 1.0)
+        # the whitened ends are intermediates, not the user's cov0 / cov1: they are checked under their own
+        # names (a strongly contracting reference makes Su tiny, e.g. e^{-2 theta T} I, which is still valid)
+        Su = check_internal_spd(symmetrize(Qih @ Phi @ self.cov0 @ Phi.T @ Qih),
+                                "the whitened initial covariance Q^-1/2 Phi cov0 Phi' Q^-1/2")
+        Sv = check_internal_spd(symmetrize(Qih @ self.cov1 @ Qih), "the whitened final covariance Q^-1/2 cov1 Q^-1/2")
+        Cuv = _entropic_ot_cross_cov(Su, Sv, 1.0)
         return torch.linalg.solve(Phi, Qh @ Cuv @ Qh)
 
     def coupling(self) -> Tuple[Tensor, Tensor]:
@@ -82,7 +86,7 @@ class GaussianBridge:
     def sample_coupling(self, n: int, generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
         """n exact draws of (X_0, X_T), each (n, d)."""
         mean, cov = self.coupling()
-        z = torch.randn(int(n), 2 * self.dim, dtype=torch.float64, generator=generator)
+        z = torch.randn(check_dim(n, "n"), 2 * self.dim, dtype=torch.float64, generator=generator)
         xy = mean + z @ sym_sqrt(cov).T
         return xy[:, : self.dim], xy[:, self.dim:]
 

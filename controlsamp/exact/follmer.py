@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .._validate import check_points, check_positive, check_time
+from .._validate import check_dim, check_points, check_positive, check_time
 from ..processes import Brownian
 from ..targets import Gaussian, GaussianMixture
 from .gaussian import gaussian_kl
@@ -129,7 +129,7 @@ class SchrodingerFollmer:
 
     def sample_path(self, ts, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """Exact paths (n, len(ts), d): X_T from the target, then Brownian bridges from 0."""
-        xT = self.target.sample(int(n), generator=generator)
+        xT = self.target.sample(check_dim(n, "n"), generator=generator)
         x0 = torch.zeros_like(xT)
         return sample_reference_bridge(self.reference, ts, x0, xT, generator)
 
@@ -144,6 +144,6 @@ class SchrodingerFollmer:
             return gaussian_kl(self._m[0], self._S[0], torch.zeros(self.dim), var * eye)
         if n_samples is None:
             raise ValueError("n_samples is required: KL of a mixture target is estimated by Monte Carlo")
-        xs = self.target.sample(int(n_samples), generator=generator)
+        xs = self.target.sample(check_dim(n_samples, "n_samples"), generator=generator)
         log_pT = -(xs * xs).sum(1) / (2 * var) - 0.5 * self.dim * math.log(2 * math.pi * var)
         return float((self.target.log_prob(xs) - log_pT).mean())

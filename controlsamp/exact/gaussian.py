@@ -75,7 +75,12 @@ def entropic_ot_cross_cov(cov0, cov1, s2: float) -> torch.Tensor:
     """
     S0 = check_spd(cov0, "cov0")
     S1 = check_spd(cov1, "cov1", S0.shape[0])
-    s2 = check_positive(s2, "s2")
+    return _entropic_ot_cross_cov(S0, S1, check_positive(s2, "s2"))
+
+
+def _entropic_ot_cross_cov(S0: torch.Tensor, S1: torch.Tensor, s2: float) -> torch.Tensor:
+    """:func:`entropic_ot_cross_cov` on matrices the caller has checked (or computed: then the caller checks
+    them with :func:`controlsamp._validate.check_internal_spd`, never under a user's argument name)."""
     eye = torch.eye(S0.shape[0], dtype=S0.dtype)
     r0, ir0 = sym_sqrt(S0), sym_inv_sqrt(S0)
     X = symmetrize(r0 @ S1 @ r0)

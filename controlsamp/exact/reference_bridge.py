@@ -10,10 +10,11 @@ from typing import Optional
 import torch
 
 from .._linalg import sym_sqrt, symmetrize
+from .._validate import as_tensor
 
 
 def _as_grid(ts, T: float) -> torch.Tensor:
-    grid = torch.as_tensor(ts, dtype=torch.float64).reshape(-1)
+    grid = as_tensor(ts, "ts").reshape(-1)  # numeric, finite
     if grid.numel() < 1:
         raise ValueError("ts must hold at least one time")
     if (grid < 0).any() or (grid > T).any():

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple, Optional, Union
 
+import numpy as np
 import torch
 
-from .._validate import check_positive
+from .._validate import as_points, check_count, check_positive, check_seed
+from ..targets import Target
 from ..targets.evaluation import TargetEvaluator
 from . import mala, ula
 from .proposal import Preconditioner, init
@@ -51,9 +53,7 @@ class ChainResult(NamedTuple):
 
 
 def _nonneg_int(value, name: str) -> int:
-    if isinstance(value, bool) or int(value) != value or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
-    return int(value)
+    return check_count(value, name)
 
 
 def run_chains(target, x0, n_draws: int, method: Union[str, Callable] = "mala",
@@ -81,15 +81,16 @@ def run_chains(target, x0, n_draws: int, method: Union[str, Callable] = "mala",
     thin = _nonneg_int(thin, "thin")
     if thin == 0:
         raise ValueError("thin must be at least 1")
-    target_accept = 0.574 if target_accept is None else float(target_accept)
+    target_accept = 0.574 if target_accept is None else check_positive(target_accept, "target_accept")
     if not 0.0 < target_accept < 1.0:
         raise ValueError(f"target_accept must be in (0, 1); got {target_accept}")
     check_positive(adapt_rate, "adapt_rate")
-    x0 = torch.as_tensor(x0)
-    if x0.dim() != 2 or x0.shape[1] != target.dim:
-        raise ValueError(f"x0 must have shape (n_chains, {target.dim}); got {tuple(x0.shape)}")
-    if not x0.is_floating_point():
-        x0 = x0.double()
+    if not isinstance(target, Target):
+        raise ValueError(f"target must be a controlsamp.targets.Target; got {type(target).__name__}")
+    floating = (isinstance(x0, torch.Tensor) and x0.is_floating_point()) or \
+        (isinstance(x0, np.ndarray) and np.issubdtype(x0.dtype, np.floating))
+    x0 = as_points(x0, "x0", target.dim, dtype=None if floating else torch.float64)  # integers: float64
+    seed = check_seed(seed)
     P = Preconditioner(precond, target.dim)
     log_density = TargetEvaluator(target)
     gen = torch.Generator(device=x0.device).manual_seed(seed)

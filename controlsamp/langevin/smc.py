@@ -42,7 +42,8 @@ from typing import Callable, List, NamedTuple, Union
 
 import torch
 
-from .._validate import check_positive
+from .._validate import (as_tensor, check_count, check_device, check_dim, check_dtype, check_int, check_nonnegative,
+                         check_positive, check_seed, check_vector)
 from ..targets.evaluation import TargetEvaluator
 from ..weights import conditional_ess, ess, logmeanexp, systematic_resample
 from . import mala
@@ -52,7 +53,7 @@ from .proposal import LangevinState, Preconditioner
 Tensor = torch.Tensor
 
 # systematic_resample and conditional_ess live in controlsamp.weights; they stay importable from here.
-__all__ = ["SMCResult", "tempered_smc", "systematic_resample", "conditional_ess", "next_temperature",
+__all__ = ["SMCResult", "tempered_smc", "check_options", "systematic_resample", "conditional_ess", "next_temperature",
            "annealing_schedule"]
 
 
@@ -68,6 +69,14 @@ class SMCResult(NamedTuple):
     accept: List[float]
     n_resample: int
     target_evals: int
+
+    def __repr__(self) -> str:
+        acc = [a for a in self.accept if a == a]
+        acc_txt = f"{min(acc):.3g}..{max(acc):.3g}" if acc else "n/a"
+        ess_txt = f"{min(self.ess):.3g}" if self.ess else "n/a"
+        return (f"SMCResult(log_Z={self.log_Z:.6g}, x={tuple(self.x.shape)}, log_w={tuple(self.log_w.shape)}, "
+                f"temperatures={len(self.betas) - 1}, min_ess={ess_txt}, accept={acc_txt}, "
+                f"n_resample={self.n_resample}, target_evals={self.target_evals})")
 
 
 def next_temperature(beta: float, log_w: Tensor, delta: Tensor, target_ess: float, tol: float = 1e-10) -> float:
@@ -94,8 +103,7 @@ def annealing_schedule(n_temps: int, kind: str = "geometric", beta_min: float = 
 
     ``"linear"``: :math:`k/K`; ``"geometric"``: 0 then :math:`K` log-spaced values from ``beta_min`` to 1.
     """
-    if isinstance(n_temps, bool) or int(n_temps) != n_temps or n_temps < 1:
-        raise ValueError(f"n_temps must be a positive integer; got {n_temps!r}")
+    n_temps = check_dim(n_temps, "n_temps")
     if kind == "linear":
         return torch.linspace(0.0, 1.0, n_temps + 1, dtype=torch.float64)
     if kind == "geometric":
@@ -108,7 +116,7 @@ def annealing_schedule(n_temps: int, kind: str = "geometric", beta_min: float = 
 
 
 def _check_schedule(schedule) -> Tensor:
-    b = torch.as_tensor(schedule, dtype=torch.float64).reshape(-1)
+    b = as_tensor(schedule, "schedule").reshape(-1)
     if b.numel() < 2 or float(b[0]) != 0.0 or float(b[-1]) != 1.0 or not bool((b[1:] > b[:-1]).all()):
         raise ValueError("schedule must increase strictly from 0 to 1 (at least two temperatures)")
     return b
@@ -174,6 +182,38 @@ class _Tempered:
         return new, info.acceptance_rate
 
 
+def check_options(n=2, schedule="adaptive", n_temps: int = 100, n_mcmc: int = 10, prior_std: float = 1.0,
+                  step_size: float = 0.1, target_accept: float = 0.574, target_ess: float = 0.99,
+                  resample_threshold: float = 0.5, step_decades: float = 2.0, max_temps: int = 10_000, seed: int = 0,
+                  device="cpu", dtype=torch.float64, kernel="mala", adapt_rate: float = 0.5,
+                  tempering_tol: float = 1e-10, beta_min: float = 1e-4, precond_min_var: float = 1e-12,
+                  **unused) -> dict:
+    """The options of :func:`tempered_smc` checked and normalised (a ValueError naming the first bad one), so
+    that :class:`~controlsamp.samplers.SMC` and :class:`~controlsamp.samplers.AIS` refuse bad options when built,
+    not at their first run."""
+    out = dict(n=check_int(n, "n", minimum=2), n_mcmc=check_count(n_mcmc, "n_mcmc"),
+               prior_std=check_positive(prior_std, "prior_std"), step_size=check_positive(step_size, "step_size"),
+               step_decades=check_nonnegative(step_decades, "step_decades"),
+               max_temps=check_dim(max_temps, "max_temps"), seed=check_seed(seed),
+               device=check_device(device), dtype=check_dtype(dtype), kernel=resolve_kernel(kernel),
+               adapt_rate=check_positive(adapt_rate, "adapt_rate"),
+               tempering_tol=check_positive(tempering_tol, "tempering_tol"),
+               precond_min_var=check_positive(precond_min_var, "precond_min_var"))
+    for name, v in (("target_accept", target_accept), ("target_ess", target_ess)):
+        if not 0.0 < check_positive(v, name) < 1.0:
+            raise ValueError(f"{name} must be in (0, 1); got {v}")
+        out[name] = float(v)
+    if not 0.0 <= check_nonnegative(resample_threshold, "resample_threshold") <= 1.0:
+        raise ValueError(f"resample_threshold must be in [0, 1]; got {resample_threshold}")
+    out["resample_threshold"] = float(resample_threshold)
+    if isinstance(schedule, str):
+        if schedule != "adaptive":
+            annealing_schedule(check_dim(n_temps, "n_temps"), schedule, beta_min)
+    else:
+        _check_schedule(schedule)
+    return out
+
+
 def tempered_smc(target, n: int, schedule: Union[str, Tensor, list] = "adaptive", n_temps: int = 100,
                  n_mcmc: int = 10, prior_mean=None, prior_std: float = 1.0, step_size: float = 0.1,
                  adapt: bool = True, target_accept: float = 0.574, target_ess: float = 0.99,
@@ -228,30 +268,24 @@ def tempered_smc(target, n: int, schedule: Union[str, Tensor, list] = "adaptive"
         max_temps: a guard against a schedule that stalls.
         seed: seeds the initial draw, the moves and the resampling.
     """
-    n = int(n)
-    if n < 2:
-        raise ValueError(f"n must be at least 2 particles; got {n}")
-    if isinstance(n_mcmc, bool) or int(n_mcmc) != n_mcmc or n_mcmc < 0:
-        raise ValueError(f"n_mcmc must be a non-negative integer; got {n_mcmc!r}")
-    prior_std = check_positive(prior_std, "prior_std")
-    step = check_positive(step_size, "step_size")
-    for name, v in (("target_accept", target_accept), ("target_ess", target_ess)):
-        if not 0.0 < float(v) < 1.0:
-            raise ValueError(f"{name} must be in (0, 1); got {v}")
-    if not 0.0 <= float(resample_threshold) <= 1.0:
-        raise ValueError(f"resample_threshold must be in [0, 1]; got {resample_threshold}")
-    kernel = resolve_kernel(kernel)
-    adapt_rate = check_positive(adapt_rate, "adapt_rate")
-    tempering_tol = check_positive(tempering_tol, "tempering_tol")
-    precond_min_var = check_positive(precond_min_var, "precond_min_var")
+    o = check_options(n=n, schedule=schedule, n_temps=n_temps, n_mcmc=n_mcmc, prior_std=prior_std,
+                      step_size=step_size, target_accept=target_accept, target_ess=target_ess,
+                      resample_threshold=resample_threshold, step_decades=step_decades, max_temps=max_temps,
+                      seed=seed, device=device, dtype=dtype, kernel=kernel, adapt_rate=adapt_rate,
+                      tempering_tol=tempering_tol, beta_min=beta_min, precond_min_var=precond_min_var)
+    n, n_mcmc, prior_std, step, resample_threshold = (o[k] for k in ("n", "n_mcmc", "prior_std", "step_size",
+                                                                      "resample_threshold"))
+    step_decades, max_temps, seed, device, dtype = (o[k] for k in ("step_decades", "max_temps", "seed", "device",
+                                                                   "dtype"))
+    kernel, adapt_rate, tempering_tol = o["kernel"], o["adapt_rate"], o["tempering_tol"]
+    precond_min_var, target_accept, target_ess = o["precond_min_var"], o["target_accept"], o["target_ess"]
     adaptive = isinstance(schedule, str) and schedule == "adaptive"
     betas = None if adaptive else (annealing_schedule(n_temps, schedule, beta_min) if isinstance(schedule, str)
                                    else _check_schedule(schedule))
-    device = torch.device(device)
     gen = torch.Generator(device=device).manual_seed(seed)
     d = target.dim
     mean = torch.zeros(d, device=device, dtype=dtype) if prior_mean is None else \
-        torch.as_tensor(prior_mean, device=device, dtype=dtype).reshape(d)
+        check_vector(prior_mean, "prior_mean", d, dtype=dtype, device=device)
     path = _Tempered(target, mean, prior_std)
     x = mean + prior_std * torch.randn(n, d, generator=gen, device=device, dtype=dtype)
     per_particle_step = per_particle_step and adapt

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from .. import weights
-from .._validate import DTYPE, check_dim
-from ..weights import logmeanexp
+from .._validate import DTYPE, check_dim, check_int, check_seed
+from ..weights import logmeanexp as _logmeanexp
 
 __all__ = ["log_Z", "elbo", "eubo", "ess", "logmeanexp"]
 
@@ -56,6 +56,36 @@ def _check_log_w(log_w, name: str = "log_w") -> torch.Tensor:
     return lw
 
 
+def logmeanexp(log_w, dim: int = -1) -> torch.Tensor:
+    r""":math:`\log\frac1n\sum_i e^{\ell_i}` along ``dim`` (:func:`controlsamp.weights.logmeanexp`, checked):
+    ``log_w`` a tensor (its floating dtype and device kept; integers promoted to float64), a numpy array or a
+    list. NaN or +inf entries are a ValueError naming ``log_w`` (-inf, a zero weight, is allowed); the result is
+    a tensor (a 0-d tensor for 1-d input)."""
+    try:
+        if isinstance(log_w, torch.Tensor):
+            lw = log_w if log_w.is_floating_point() else log_w.to(DTYPE)
+        else:
+            arr = np.asarray(log_w)
+            if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+                raise TypeError
+            lw = torch.as_tensor(np.ascontiguousarray(arr, dtype=np.float64))
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"log_w must be an array or tensor of log weights; got {type(log_w).__name__}") from exc
+    if lw.is_complex():
+        raise ValueError(f"log_w must be real; got dtype {lw.dtype}")
+    if lw.ndim == 0:
+        raise ValueError("log_w must have at least one axis (n,); got a scalar")
+    dim = check_int(dim, "dim")
+    if not -lw.ndim <= dim < lw.ndim:
+        raise ValueError(f"dim must index an axis of log_w (shape {tuple(lw.shape)}); got {dim}")
+    if lw.shape[dim] == 0:
+        raise ValueError(f"log_w is empty along dim {dim} (shape {tuple(lw.shape)})")
+    if bool(torch.isnan(lw).any()) or bool((lw == math.inf).any()):
+        raise ValueError(f"log_w has NaN or +inf entries ({int(torch.isnan(lw).sum())} NaN, "
+                         f"{int((lw == math.inf).sum())} +inf); only -inf (zero weight) is allowed")
+    return _logmeanexp(lw, dim=dim)
+
+
 def log_Z(log_w, n_boot: int = 200, seed: int = 0) -> Tuple[float, float]:
     r"""Importance-sampling estimate of log Z and its bootstrap standard error.
 
@@ -77,14 +107,14 @@ def log_Z(log_w, n_boot: int = 200, seed: int = 0) -> Tuple[float, float]:
     if n_boot < 2:
         raise ValueError(f"n_boot must be at least 2 (a standard deviation needs two replicates); got {n_boot}")
     n = lw.shape[0]
-    est = float(logmeanexp(lw))
-    gen = torch.Generator().manual_seed(int(seed))
+    est = float(_logmeanexp(lw))
+    gen = torch.Generator().manual_seed(check_seed(seed))
     block = max(1, (1 << 22) // n)  # at most ~4M indices in memory at once
     reps = []
     for start in range(0, n_boot, block):
         b = min(block, n_boot - start)
         idx = torch.randint(n, (b, n), generator=gen)
-        reps.append(logmeanexp(lw[idx], dim=1))
+        reps.append(_logmeanexp(lw[idx], dim=1))
     reps = torch.cat(reps)
     if torch.isinf(reps).any():
         return est, math.inf

@@ -14,8 +14,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .._validate import DTYPE, as_tensor, check_dim, check_positive
-
+from .._validate import DTYPE, as_tensor, check_dim, check_positive, check_seed
 __all__ = ["w2", "sinkhorn", "mmd", "median_bandwidth", "energy_w2", "wasserstein_1d"]
 
 _CHUNK = 1 << 22  # elements of a (rows, m, d) difference block
@@ -58,6 +57,21 @@ def _pair(x, y, min_rows: int = 1):
     return xt, yt.to(xt.device)
 
 
+#: Coordinates beyond this magnitude (or nonzero data below its inverse) are rescaled before squared distances
+#: are formed, which would otherwise overflow to inf (or underflow to 0) in float64.
+_SAFE_SCALE = 1e100
+
+
+def _rescaled(x: torch.Tensor, y: torch.Tensor):
+    """(x / s, y / s, s) with s the largest |coordinate| when it is outside [1e-100, 1e100], else (x, y, 1.0):
+    W2, the MMD and the median distance are homogeneous in the scale, so no result changes except by the exact
+    factor s, and points at 1e200 no longer give inf or 0 squared distances."""
+    s = max(float(x.abs().max()) if x.numel() else 0.0, float(y.abs().max()) if y.numel() else 0.0)
+    if s == 0.0 or 1.0 / _SAFE_SCALE <= s <= _SAFE_SCALE:
+        return x, y, 1.0
+    return x / s, y / s, s
+
+
 def _sq_dists(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """|x_i - y_j|^2, shape (n, m), from explicit differences (exactly 0 for equal rows; no a^2 + b^2 - 2ab
     cancellation), in row blocks of bounded memory."""
@@ -86,21 +100,23 @@ def w2(x, y, max_samples: Optional[int] = None, seed: int = 0, numItermax: int =
     Empirical W2 is biased upward: even for two samples of one law it is of order n^{-1/d} (d >= 3).
     """
     xt, yt = _pair(x, y)
+    numItermax = check_dim(numItermax, "numItermax")
     if max_samples is not None:
         max_samples = check_dim(max_samples, "max_samples")
-        gen = torch.Generator().manual_seed(int(seed))
+        gen = torch.Generator().manual_seed(check_seed(seed))
         xt, yt = _subsample(xt, max_samples, gen), _subsample(yt, max_samples, gen)
     ot = _ot()
+    xt, yt, scale = _rescaled(xt, yt)
     M = _sq_dists(xt, yt).cpu().numpy()
     a = np.full(M.shape[0], 1.0 / M.shape[0])
     b = np.full(M.shape[1], 1.0 / M.shape[1])
     with warnings.catch_warnings():  # POT warns twice on non-convergence; one warning below instead
         warnings.filterwarnings("ignore", message="numItermax reached", category=UserWarning)
-        cost, log = ot.emd2(a, b, M, numItermax=check_dim(numItermax, "numItermax"), log=True)
+        cost, log = ot.emd2(a, b, M, numItermax=numItermax, log=True)
     if log.get("warning") is not None:
         warnings.warn(f"w2: exact OT solver did not reach optimality ({log['warning']}); "
                       f"increase numItermax (now {numItermax}) or use max_samples", RuntimeWarning, stacklevel=2)
-    return math.sqrt(max(float(cost), 0.0))
+    return scale * math.sqrt(max(float(cost), 0.0))
 
 
 def sinkhorn(x, y, eps: float, numItermax: int = 10_000, stopThr: float = 1e-9) -> float:
@@ -126,12 +142,21 @@ def sinkhorn(x, y, eps: float, numItermax: int = 10_000, stopThr: float = 1e-9) 
     stopThr = check_positive(stopThr, "stopThr")
     xt, yt = _pair(x, y)
     ot = _ot()
+    xt, yt, scale = _rescaled(xt, yt)
+    eps_user, eps = eps, eps / scale / scale
+    if eps == 0.0 or not math.isfinite(eps):
+        raise ValueError(f"eps = {eps_user:g} is out of float64 range against the squared distances "
+                         f"(points up to {scale:.3g}): rescale the samples or choose eps on their scale")
     M = _sq_dists(xt, yt).double()
     a = M.new_full((M.shape[0],), 1.0 / M.shape[0])
     b = M.new_full((M.shape[1],), 1.0 / M.shape[1])
     # torch tensors select POT's torch backend: the same iterations, ~3x faster than its numpy backend here
-    cost = ot.sinkhorn2(a, b, M, eps, method="sinkhorn_log", numItermax=numItermax, stopThr=stopThr, warn=True)
-    return float(cost)
+    cost = float(ot.sinkhorn2(a, b, M, eps, method="sinkhorn_log", numItermax=numItermax, stopThr=stopThr,
+                              warn=True)) * scale * scale
+    if not math.isfinite(cost):
+        raise ValueError(f"sinkhorn: the transport cost is not finite in float64 (points up to {scale:.3g}, "
+                         f"eps = {eps_user:g}); rescale the samples")
+    return cost
 
 
 def median_bandwidth(x, y, max_samples: Optional[int] = None, seed: int = 0) -> float:
@@ -141,14 +166,15 @@ def median_bandwidth(x, y, max_samples: Optional[int] = None, seed: int = 0) -> 
     since there are (n + m)^2 / 2 pairs; None uses all.
     """
     xt, yt = _pair(x, y)
+    xt, yt, scale = _rescaled(xt, yt)
     z = torch.cat([xt, yt])
     if max_samples is not None:
-        z = _subsample(z, check_dim(max_samples, "max_samples"), torch.Generator().manual_seed(int(seed)))
+        z = _subsample(z, check_dim(max_samples, "max_samples"), torch.Generator().manual_seed(check_seed(seed)))
     if z.shape[0] < 2:
         raise ValueError("x and y together must hold at least 2 samples for the median heuristic")
     iu = torch.triu_indices(z.shape[0], z.shape[0], 1, device=z.device)
     d = _sq_dists(z, z)[iu[0], iu[1]].sqrt()
-    return float(np.median(d.cpu().numpy()))
+    return scale * float(np.median(d.cpu().numpy()))
 
 
 def _kernel_sum(x: torch.Tensor, y: torch.Tensor, h: float) -> float:
@@ -176,6 +202,8 @@ def mmd(x, y, bandwidth: Optional[float] = None) -> float:
     """
     xt, yt = _pair(x, y, min_rows=2)
     h = median_bandwidth(xt, yt) if bandwidth is None else check_positive(bandwidth, "bandwidth")
+    xt, yt, scale = _rescaled(xt, yt)
+    h = h / scale  # the kernel depends on |a - b| / h only
     if h <= 0:
         raise ValueError("median heuristic bandwidth is 0 (over half the pooled pairs coincide); pass bandwidth")
     n, m = xt.shape[0], yt.shape[0]

@@ -26,7 +26,8 @@ from typing import Optional, Tuple
 import torch
 
 from .._linalg import symmetrize, sym_sqrt
-from .._validate import DTYPE, as_tensor, check_dim, check_points, check_positive, check_symmetric, check_time, check_vector
+from .._validate import (DTYPE, as_points, as_tensor, check_dim, check_nonnegative, check_points, check_positive,
+                         check_square, check_symmetric, check_time, check_vector)
 
 __all__ = ["LinearSDE", "IsotropicLinearSDE", "TorchSDE", "lti_transition"]
 
@@ -41,10 +42,12 @@ def lti_transition(A: torch.Tensor, D: torch.Tensor, h: float) -> Tuple[torch.Te
     :math:`e^{h\|A\|}`, the exponential is taken over :math:`h / 2^k` with :math:`h\|A\| / 2^k \le 1/2`,
     and the result is doubled back with :math:`\Phi(2h) = \Phi(h)^2`,
     :math:`Q(2h) = \Phi(h) Q(h) \Phi(h)^\top + Q(h)` (Chapman–Kolmogorov), which is stable for any ``h``.
+    ``A`` and ``D`` may be numpy arrays, lists or tensors (square, same size, finite); ``h >= 0``.
     """
-    A = A.to(DTYPE)
-    D = D.to(DTYPE)
+    A = check_square(A, "A")
     n = A.shape[0]
+    D = check_square(D, "D", n)
+    h = check_nonnegative(h, "h")
     norm = float(torch.linalg.matrix_norm(A, ord=1)) * float(h)
     k = 0
     while norm > 0.5 and k < 200:
@@ -124,11 +127,7 @@ class LinearSDE(ABC):
         return torch.diagonal(self.diffusion(t)).clone()
 
     def _check_x(self, x, name: str = "x") -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            x = as_tensor(x, name)
-        if x.ndim != 2 or x.shape[-1] != self.dim:
-            raise ValueError(f"{name} must have shape (n, {self.dim}); got {tuple(x.shape)}")
-        return x
+        return as_points(x, name, self.dim)
 
     def drift(self, t, x) -> torch.Tensor:
         r"""The drift :math:`f(t, x) = x A(t)^\top + a(t)` for a batch ``x`` of shape ``(n, dim)``.

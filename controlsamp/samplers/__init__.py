@@ -27,8 +27,8 @@ SAMPLERS = {"pis": PIS, "dds": DDS, "dis": DIS, "asbs": ASBS, "ais": AIS, "smc":
 
 def get(name: str):
     """The sampler class registered as ``name``."""
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; available: {', '.join(sorted(SAMPLERS))}")
+    if not isinstance(name, str) or name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}: name must be one of {', '.join(sorted(SAMPLERS))}")
     return SAMPLERS[name]
 
 

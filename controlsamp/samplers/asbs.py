@@ -34,7 +34,7 @@ from typing import Dict, Optional
 
 import torch
 
-from .._validate import check_dim, check_positive
+from .._validate import check_dim, check_grad_clip, check_nonnegative, check_positive, check_seed
 from ..control import Batch, Paths, get_objective
 from ..control.policies import MLPPolicy
 from ..processes import Brownian, IsotropicLinearSDE
@@ -73,9 +73,8 @@ class ASBS(DiffusionSampler):
                  reference: Optional[IsotropicLinearSDE] = None, scheme: str = "euler", **kwargs):
         check_target(target)
         sigma, T, steps = check_positive(sigma, "sigma"), check_positive(T, "T"), check_dim(steps, "steps")
-        prior_std = float(prior_std)
-        if not prior_std >= 0.0 or not math.isfinite(prior_std):
-            raise ValueError(f"prior_std must be a finite number >= 0; got {prior_std}")
+        prior_std = check_nonnegative(prior_std, "prior_std")
+        corrector_hidden = check_dim(corrector_hidden, "corrector_hidden")
         if corrector not in CORRECTORS:
             raise ValueError(f"corrector must be one of {CORRECTORS}; got {corrector!r}")
         if reference is None:
@@ -137,6 +136,8 @@ class ASBS(DiffusionSampler):
         if bad:
             raise ValueError(f"options not used by ASBS: {sorted(bad)}")
         iters, batch = check_dim(iters, "iters"), check_dim(batch, "batch")
+        seed, grad_clip = check_seed(seed), check_grad_clip(grad_clip)
+        checkpoint_every = check_dim(checkpoint_every, "checkpoint_every")
         stages, refresh_every = check_dim(stages, "stages"), check_dim(refresh_every, "refresh_every")
         buffer = check_dim(buffer, "buffer")
         n_new = check_dim(paths_per_refresh or batch, "paths_per_refresh")
@@ -226,7 +227,8 @@ class ASBS(DiffusionSampler):
                       buffer=buffer, refresh_every=refresh_every, paths_per_refresh=n_new)
         fit_loop(step, total, modules, self.history, kind="ASBS", config=config, streams=streams,
                  checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
-                 extra=extra, restore_extra=restore, postfix=("loss",))
+                 extra=extra, restore_extra=restore, postfix=("loss",),
+                 iters_name="iters + stages * corrector_iters")
         return self
 
     # ---------------------------------------------------------------- persistence

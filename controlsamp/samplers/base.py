@@ -31,7 +31,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .._validate import check_dim, check_positive
+from .._validate import (as_points, check_count, check_device, check_dim, check_dtype, check_grad_clip,
+                         check_nonnegative, check_positive, check_seed, check_time)
 from ..control import Batch, Objective, Paths, SamplerControl, SamplingProblem, check_target, get_objective
 from ..control.objectives import REGISTRY
 from ..sde import DiscretisedReference
@@ -61,7 +62,8 @@ class DiffusionSampler:
         policy: an nn.Module ``(t, x) -> u`` to use instead of the MLP (e.g. an exact control).
         seed: seeds the network initialisation.
         device, dtype: where and in what precision the network and the paths live (log-weights are
-            accumulated in float64).
+            accumulated in float64); ``dtype=None`` is torch's default dtype (float32 unless
+            ``torch.set_default_dtype`` changed it).
     """
 
     name = "sampler"
@@ -71,14 +73,19 @@ class DiffusionSampler:
 
     def __init__(self, target: Target, reference: DiscretisedReference, hidden: int = 64, depth: int = 2,
                  n_freq: int = 4, langevin: bool = True, score_clip: float = 1e2, parametrisation: str = "control",
-                 policy: Optional[nn.Module] = None, seed: int = 0, device="cpu", dtype=torch.float32):
+                 policy: Optional[nn.Module] = None, seed: int = 0, device="cpu", dtype=None):
         check_target(target)
         if parametrisation not in ("control", "score"):
             raise ValueError(f"parametrisation must be 'control' or 'score'; got {parametrisation!r}")
+        hidden, depth = check_dim(hidden, "hidden"), check_count(depth, "depth")
+        n_freq, seed = check_count(n_freq, "n_freq"), check_seed(seed)
+        if policy is not None and not isinstance(policy, nn.Module):
+            raise ValueError(f"policy must be a torch.nn.Module (t, x) -> u or None; got {type(policy).__name__}")
+        device, dtype = check_device(device), check_dtype(dtype)
         self.problem = SamplingProblem(target, reference, check_positive(score_clip, "score_clip"))
         self.target, self.reference, self.dim = target, reference, target.dim
         self.steps, self.T = reference.K, reference.T
-        self.device, self.dtype = torch.device(device), dtype
+        self.device, self.dtype = device, dtype
         self.langevin = bool(langevin) and policy is None
         self.config = dict(hidden=hidden, depth=depth, n_freq=n_freq, langevin=langevin, score_clip=score_clip,
                            parametrisation=parametrisation, seed=seed, steps=self.steps, T=self.T,
@@ -104,10 +111,8 @@ class DiffusionSampler:
     # ------------------------------------------------------------------ the learned process
     def drift(self, t: float, x) -> Tensor:
         r"""The learned drift k(t) x + g(t) u(t, x) of dX = (k X + g u) dt + g dW, (n, d)."""
-        t = float(t)
-        if not 0.0 <= t <= self.T:
-            raise ValueError(f"t must lie in [0, T] = [0, {self.T}]; got {t}")
-        x = torch.as_tensor(x, device=self.device, dtype=self.dtype)
+        t = check_time(t, self.T)
+        x = as_points(x, "x", self.dim, dtype=self.dtype, device=self.device)
         with torch.no_grad():
             u = self.policy(t, x)
         return self.reference.k_at(t) * x + self.reference.g_at(t) * u
@@ -124,8 +129,8 @@ class DiffusionSampler:
 
     def sample(self, n: int, seed: int = 0, batch: int = 10_000) -> Tuple[Tensor, Tensor]:
         """n samples x (n, d) with their log importance weights log w (n,) (float64)."""
-        n = check_dim(n, "n")
-        gen = torch.Generator(device=self.device).manual_seed(seed)
+        n, batch = check_dim(n, "n"), check_dim(batch, "batch")
+        gen = torch.Generator(device=self.device).manual_seed(check_seed(seed))
         xs_out, lw_out = [], []
         for start in range(0, n, batch):
             paths = self.simulate(min(batch, n - start), gen)
@@ -141,7 +146,7 @@ class DiffusionSampler:
 
     def eubo_log_weights(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """log w of the reference's time-reversed paths ending at target samples x (their mean is the EUBO)."""
-        x = torch.as_tensor(x, device=self.device).to(self.dtype)
+        x = as_points(x, "x", self.dim, dtype=self.dtype, device=self.device)
         with torch.no_grad():
             return self.log_weights(self.problem.backward_paths(x, self.problem.log_reward(x), generator))
 
@@ -150,7 +155,7 @@ class DiffusionSampler:
         """The objective ``loss`` (a name of :data:`LOSSES` or an Objective) with ``options``."""
         if isinstance(loss, Objective):
             return loss
-        if loss not in REGISTRY:
+        if not isinstance(loss, str) or loss not in REGISTRY:
             raise ValueError(f"loss must be one of {LOSSES} or an Objective; got {loss!r}")
         return get_objective(loss, **options)
 
@@ -193,6 +198,8 @@ class DiffusionSampler:
                 of another configuration is refused).
         """
         loss = self.default_loss if loss is None else loss
+        if not isinstance(loss, (str, Objective)):
+            raise ValueError(f"loss must be one of {LOSSES} or an Objective; got {loss!r}")
         options = {"adjoint": adjoint, "stl": stl} if loss in ("kl", "relative_entropy") else {}
         if loss not in ("kl", "relative_entropy") and stl:
             raise ValueError(f"stl=True is the sticking-the-landing estimator of loss='kl'; got loss={loss!r}")
@@ -205,8 +212,19 @@ class DiffusionSampler:
         iters, batch = check_dim(iters, "iters"), check_dim(batch, "batch")
         lr = check_positive(lr, "lr")
         backward_every = check_dim(backward_every, "backward_every")
-        if explore < 0:
-            raise ValueError(f"explore must be >= 0; got {explore}")
+        seed, explore = check_seed(seed), check_nonnegative(explore, "explore")
+        buffer = check_count(buffer, "buffer")
+        local_search_every = check_count(local_search_every, "local_search_every")
+        local_search_steps = check_count(local_search_steps, "local_search_steps")
+        local_search_step = check_positive(local_search_step, "local_search_step")
+        local_search_adapt_rate = check_nonnegative(local_search_adapt_rate, "local_search_adapt_rate")
+        rank_weight = check_nonnegative(rank_weight, "rank_weight")
+        if not 0.0 < check_positive(local_search_accept, "local_search_accept") < 1.0:
+            raise ValueError(f"local_search_accept must lie in (0, 1); got {local_search_accept}")
+        grad_clip = check_grad_clip(grad_clip)
+        checkpoint_every = check_dim(checkpoint_every, "checkpoint_every")
+        if lr_schedule not in (None, "cosine"):
+            raise ValueError(f"lr_schedule must be None or 'cosine'; got {lr_schedule!r}")
         if not objective.off_policy and (explore > 0 or buffer > 0 or local_search_every > 0):
             raise ValueError(f"loss={loss!r} is on-policy (it differentiates through or regresses along the model's "
                              "own paths); exploration, a buffer and local search need an objective of log w: "
@@ -265,10 +283,12 @@ class DiffusionSampler:
             state["evals"] = self.target_evals
             return rec
 
-        def restore(extra: dict) -> None:
-            if "ls_step" in extra:
-                state["ls_step"] = extra["ls_step"]
-                self.target_evals = extra["evals"]
+        def extra() -> dict:  # read at step boundaries: the live counter is the boundary's
+            return {"ls_step": float(state["ls_step"]), "evals": int(self.target_evals)}
+
+        def restore(saved: dict) -> None:
+            state["ls_step"] = float(saved["ls_step"])
+            self.target_evals = int(saved["evals"])
 
         modules = {"policy": policy, "objective": objective, "optimizer": opt}
         if sched is not None:
@@ -280,7 +300,7 @@ class DiffusionSampler:
         t0 = time.perf_counter()
         fit_loop(step, iters, modules, self.history, kind=type(self).__name__, config=config, streams=streams,
                  checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
-                 extra=lambda: dict(state), restore_extra=restore)
+                 extra=extra, restore_extra=restore)
         self.wall_time_s = time.perf_counter() - t0
         return self
 

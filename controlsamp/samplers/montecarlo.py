@@ -16,9 +16,9 @@ from typing import Callable, Optional, Tuple, Union
 
 import torch
 
-from .._validate import check_dim, check_positive
+from .._validate import check_count, check_device, check_dim, check_dtype, check_int, check_positive, check_seed
 from ..training import load_checkpoint, save_model
-from ..langevin.smc import SMCResult, tempered_smc
+from ..langevin.smc import SMCResult, check_options, tempered_smc
 from .base import check_target
 
 Tensor = torch.Tensor
@@ -47,18 +47,19 @@ class MonteCarloSampler:
                  **options):
         self.target = check_target(target)
         self.dim = target.dim
-        self.n_particles = check_dim(n_particles, "n_particles")
-        self.device, self.dtype, self.seed = torch.device(device), dtype, int(seed)
-        self.options = dict(prior_std=check_positive(prior_std, "prior_std"), n_mcmc=n_mcmc,
+        self.n_particles = check_int(n_particles, "n_particles", minimum=2)
+        self.device, self.dtype, self.seed = check_device(device), check_dtype(dtype), check_seed(seed)
+        self.options = dict(prior_std=check_positive(prior_std, "prior_std"), n_mcmc=check_count(n_mcmc, "n_mcmc"),
                             step_size=check_positive(step_size, "step_size"), adapt=bool(adapt), **options)
+        check_options(n=self.n_particles, device=self.device, dtype=self.dtype, **self.options)
         self.target_evals = 0
         self.history = {}
         self.last: Optional[SMCResult] = None
 
     def run(self, n: Optional[int] = None, seed: Optional[int] = None) -> SMCResult:
         """One run with ``n`` particles (default ``n_particles``); its result is kept as ``.last``."""
-        n = self.n_particles if n is None else check_dim(n, "n")
-        res = tempered_smc(self.target, n, seed=self.seed if seed is None else int(seed), device=self.device,
+        n = self.n_particles if n is None else check_int(n, "n", minimum=2)
+        res = tempered_smc(self.target, n, seed=self.seed if seed is None else check_seed(seed), device=self.device,
                            dtype=self.dtype, **self.options)
         self.target_evals += res.target_evals
         self.last = res
@@ -130,10 +131,10 @@ class AIS(MonteCarloSampler):
                  n_particles: int = 2000, device="cpu", dtype=torch.float64, seed: int = 0,
                  target_accept: float = 0.574, adapt_rate: float = 0.5, beta_min: float = 1e-4,
                  kernel: Union[str, Callable] = "mala"):
-        check_dim(steps, "steps")
+        steps = check_dim(steps, "steps")
         super().__init__(target, prior_std=sigma if sigma is not None else prior_std, n_mcmc=n_mcmc,
                          step_size=step_size, adapt=adapt, n_particles=n_particles, device=device, dtype=dtype,
-                         seed=seed, schedule=schedule, n_temps=int(steps), resample_threshold=0.0,
+                         seed=seed, schedule=schedule, n_temps=steps, resample_threshold=0.0,
                          per_particle_step=False, step_decades=0.0, precondition=False,
                          target_accept=target_accept, adapt_rate=adapt_rate, beta_min=beta_min, kernel=kernel)
 
@@ -174,7 +175,8 @@ class SMC(MonteCarloSampler):
                  adapt_rate: float = 0.5, tempering_tol: float = 1e-10, precond_min_var: float = 1e-12,
                  kernel: Union[str, Callable] = "mala"):
         super().__init__(target, prior_std=sigma if sigma is not None else prior_std,
-                         n_mcmc=int(steps) if steps is not None else n_mcmc, step_size=step_size, adapt=adapt,
+                         n_mcmc=check_count(steps, "steps") if steps is not None else n_mcmc, step_size=step_size,
+                         adapt=adapt,
                          n_particles=n_particles, device=device, dtype=dtype, seed=seed, schedule=schedule,
                          target_ess=target_ess, resample_threshold=resample_threshold,
                          per_particle_step=per_particle_step, step_decades=step_decades, precondition=precondition,

@@ -9,6 +9,8 @@ and Langevin features, the ULA / MALA kernels, SMC, local search) goes through a
 * both come from one pass: with a closed-form score (``type(target).score`` overrides
   :meth:`Target.score`) :math:`\log\tilde\pi` and :math:`\nabla\log\tilde\pi` are two calls, otherwise
   one forward pass of ``log_prob`` and one reverse-mode sweep give both;
+* a log-density that does not depend on x (a constant energy) has score 0; one computed outside torch's
+  autograd (through numpy) is a ValueError saying so wherever its gradient is needed;
 * a broken energy stops the run where it breaks: a NaN or :math:`+\infty` log-density, or a
   non-finite score, raises a ValueError naming the target and the first offending point. A log-density
   of :math:`-\infty` is allowed (zero density, e.g. outside the support); its score is not checked.
@@ -84,7 +86,10 @@ class TargetEvaluator:
     def log_prob(self, x: Tensor) -> Tensor:
         r""":math:`\log\tilde\pi(x)`, shape (n,), in ``x``'s dtype; differentiable in ``x`` where the
         target's ``log_prob`` is (the grad mode is left as the caller set it). Counts ``n``."""
-        lp = self.target.log_prob(x)
+        if x.requires_grad and torch.is_grad_enabled():  # differentiated later: it must have a graph to x
+            lp = self.target.log_prob_with_graph(x)
+        else:
+            lp = self.target.log_prob(x)
         self.evals += x.shape[0]
         self._check_log_prob(x, lp)
         return lp.to(x.dtype)
@@ -105,7 +110,7 @@ class TargetEvaluator:
         else:
             with torch.enable_grad():
                 xg = x if x.requires_grad else x.detach().requires_grad_(True)
-                (sc,) = torch.autograd.grad(self.target.log_prob(xg).sum(), xg, create_graph=True)
+                (sc,) = torch.autograd.grad(self.target.log_prob_with_graph(xg).sum(), xg, create_graph=True)
         self.evals += x.shape[0]
         self._check_score(x, sc)
         return sc.to(x.dtype)
@@ -126,7 +131,7 @@ class TargetEvaluator:
         else:
             with torch.enable_grad():
                 xg = x.detach().requires_grad_(True)
-                lp = self.target.log_prob(xg)
+                lp = self.target.log_prob_with_graph(xg)
                 (sc,) = torch.autograd.grad(lp.sum(), xg)
             lp = lp.detach()
         self.evals += x.shape[0]

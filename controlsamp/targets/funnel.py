@@ -42,7 +42,7 @@ class Funnel(Target):
         self.name = name
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_x(x)
+        x = self._check_x(x)
         x0, rest = x[:, 0], x[:, 1:]
         s2 = self.x0_std ** 2
         k = self.dim - 1
@@ -51,7 +51,7 @@ class Funnel(Target):
         return lp0 + lp1
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_x(x)
+        x = self._check_x(x)
         x0, rest = x[:, :1], x[:, 1:]
         e = torch.exp(-x0)
         g0 = -x0 / self.x0_std ** 2 - 0.5 * (self.dim - 1) + 0.5 * e * (rest * rest).sum(1, keepdim=True)

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from .._linalg import symmetrize
-from .._validate import DTYPE, as_tensor, check_spd, check_vector
+from .._validate import DTYPE, as_tensor, check_dim, check_spd, check_vector
 from .base import Target
 
 
@@ -39,7 +39,7 @@ class Gaussian(Target):
         self.name = name
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_x(x)
+        x = self._check_x(x)
         mean, chol = _on(self, x.device, "mean", "_chol")
         diff = (x.to(DTYPE) - mean).T
         z = torch.linalg.solve_triangular(chol, diff, upper=False)
@@ -47,13 +47,13 @@ class Gaussian(Target):
         return (-0.5 * (z * z).sum(0) - 0.5 * (self.dim * math.log(2 * math.pi) + logdet)).to(x.dtype)
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_x(x)
+        x = self._check_x(x)
         mean, chol = _on(self, x.device, "mean", "_chol")
         diff = (x.to(DTYPE) - mean).T
         return (-torch.cholesky_solve(diff, chol)).T.to(x.dtype)
 
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        z = torch.randn(int(n), self.dim, dtype=DTYPE, generator=generator)
+        z = torch.randn(check_dim(n, "n"), self.dim, dtype=DTYPE, generator=generator)
         return self.mean + z @ self._chol.T
 
 
@@ -90,7 +90,7 @@ class GaussianMixture(Target):
 
     def component_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log w_k + log N(x; m_k, S_k), shape (n, K), float64."""
-        self._check_x(x)
+        x = self._check_x(x)
         if self._iso_var is not None:
             return self._iso_logits(x.to(DTYPE))
         means, chols, weights = _on(self, x.device, "means", "_chols", "weights")
@@ -101,6 +101,7 @@ class GaussianMixture(Target):
         return (lp + torch.log(weights).unsqueeze(1)).T
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._check_x(x)
         return torch.logsumexp(self.component_log_prob(x), dim=1).to(x.dtype)
 
     def _iso_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,10 +125,10 @@ class GaussianMixture(Target):
         return self._score_tables[key]
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._check_x(x)
         if self._iso_var is not None:  # sum_k r_k(x) (m_k - x) / s_k, in the dtype of x
             # responsibilities r_k from logits up to a per-row constant: offset_k + x.m_k / s_k - |x|^2 / (2 s_k),
             # one (n, d) x (d, K) product instead of an (n, K, d) array of differences
-            self._check_x(x)
             means, m_over_s, offset, quad, inv_var = self._iso_score_tables(x.dtype, x.device)
             logits = torch.addmm(offset, x, m_over_s)
             if quad is not None:
@@ -141,8 +142,9 @@ class GaussianMixture(Target):
         return torch.einsum("nk,knd->nd", post, comp).to(x.dtype)
 
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        k = torch.multinomial(self.weights, int(n), replacement=True, generator=generator)
-        z = torch.randn(int(n), self.dim, dtype=DTYPE, generator=generator)
+        n = check_dim(n, "n")
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        z = torch.randn(n, self.dim, dtype=DTYPE, generator=generator)
         return self.means[k] + torch.einsum("nij,nj->ni", self._chols[k], z)
 
     def moments(self):

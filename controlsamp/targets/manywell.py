@@ -134,14 +134,14 @@ class ManyWell(Target):
         return 2 ** self.n_blocks
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_x(x)
+        x = self._check_x(x)
         x1, x2 = x[:, 0::2], x[:, 1::2]
         return (_f(x1) - 0.5 * x2 * x2).sum(1)
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         r"""Per coordinate :math:`c_3 x^3 + c_1 x + c_0` with (c3, c1, c0) = (-4, 12, 1/2) on x1 and (0, -1, 0) on x2:
         elementwise on the contiguous (n, d) array (no strided slices)."""
-        self._check_x(x)
+        x = self._check_x(x)
         key = (x.dtype, x.device)
         if key not in self._coefs:
             odd = torch.arange(self.dim, device=x.device) % 2 == 1

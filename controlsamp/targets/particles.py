@@ -110,7 +110,7 @@ class _PairTarget(Target, metaclass=abc.ABCMeta):
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """E(x), shape (n,)."""
-        self._check_x(x)
+        x = self._check_x(x)
         d = pairwise_distances(x, self.n_particles, self.spatial_dim)
         return self._pair_coeff * self._pair_energy(d).sum(-1) + self._extra_energy(x)
 
@@ -119,7 +119,7 @@ class _PairTarget(Target, metaclass=abc.ABCMeta):
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """-grad E(x), closed form (the pair term of coincident particles contributes 0)."""
-        self._check_x(x)
+        x = self._check_x(x)
         diff, i, j = _pair_vectors(x, self.n_particles, self.spatial_dim)
         d = _safe_norm(diff)
         unit = diff / torch.where(d > 0, d, torch.ones_like(d)).unsqueeze(-1)  # 0 where d = 0
@@ -259,12 +259,12 @@ class CentreOfMassFree(Target):
 
     def positions(self, y: torch.Tensor) -> torch.Tensor:
         """x = B y: (n, (N-1) s) -> (n, N s), centre of mass 0."""
-        self._check_x(y)
+        y = self._check_x(y)
         return y @ self.basis(y).T
 
     def coordinates(self, x: torch.Tensor) -> torch.Tensor:
         """y = B' x: (n, N s) -> (n, (N-1) s) (B' annihilates the centre of mass, so x need not be centred)."""
-        self.base._check_x(x)
+        x = self.base._check_x(x)
         return x @ self.basis(x)
 
     def energy(self, y: torch.Tensor) -> torch.Tensor:

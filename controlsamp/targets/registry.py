@@ -29,8 +29,8 @@ def names():
 
 def get(name: str, **kwargs) -> Target:
     """The target registered as ``name``; keyword arguments go to its factory."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown target {name!r}; available: {', '.join(names())}")
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"unknown target {name!r}: name must be a registered target ({', '.join(names())})")
     return _REGISTRY[name](**kwargs)
 
 

@@ -51,6 +51,9 @@ class Objective(nn.Module, ABC):
     aliases: Tuple[str, ...] = ()
     off_policy: bool = False
     needs_data: bool = False  # trains only on data its caller supplies (batch.paths), e.g. ASBS's endpoint pairs
+    #: whether the loss differentiates the problem's drift and costs in the state (the relative entropy through
+    #: the SDE, adjoint matching): then they must be written with torch operations (checked by ``solve``)
+    differentiates_state: bool = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -77,6 +80,7 @@ class LogWeightObjective(Objective):
     """A loss that is a function of the log-weights of a batch of detached paths (any behaviour law)."""
 
     off_policy = True
+    differentiates_state = False
 
     def check(self, problem: ControlProblem) -> None:
         if problem.kl_scale() is None:
