@@ -13,11 +13,14 @@ boundary only (see :func:`fit_loop`), so a resumed run is bit-identical to an un
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
 import pickle
 import re
+import signal
+import threading
 import time
 import uuid
 import warnings
@@ -85,14 +88,38 @@ def clip_gradient(parameters, grad_clip: Optional[float], where: str) -> float:
     return gnorm
 
 
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Ctrl-C (SIGINT) inside the block takes effect, as a KeyboardInterrupt, when the block has finished
+    (main thread only; elsewhere the block runs as it is). A KeyboardInterrupt raised inside a writer such as
+    torch.save's zip writer turns into an unrelated RuntimeError on its way out, so a write is not interrupted."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
     """``write(tmp)`` writes the file's content to a temporary path in the same folder, which is flushed to
     disk and renamed over ``path``: a reader (or a run killed mid-write, even by SIGKILL) sees the old file or
-    the new one, never a partial one."""
+    the new one, never a partial one. A Ctrl-C during the write takes effect once it is done."""
     path = _as_path(path, "path")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    with _sigint_deferred():
+        _write_and_rename(tmp, path, write)
+
+
+def _write_and_rename(tmp: str, path: str, write: Callable[[str], None]) -> None:
     try:
         write(tmp)
         fd = os.open(tmp, os.O_RDWR)  # (writable: fsync needs it on Windows)

@@ -587,3 +587,25 @@ def test_load_checkpoint_names_the_differing_configuration(tmp_path):
         load_checkpoint(path, "K", {"a": 1, "b": [1.0, 2.0], "f": max})
     with pytest.raises(ValueError, match=r"c: saved \(absent\) vs now 2"):
         load_checkpoint(path, "K", {"a": 1, "b": [1.0, 2.0], "f": len, "c": 2})
+
+
+def test_ctrl_c_during_a_write_takes_effect_after_it(tmp_path):
+    """SIGINT arriving while a checkpoint is written (here: between two halves of the write) does not cut the
+    write short: the new file is complete and renamed into place, then the KeyboardInterrupt is raised (a
+    KeyboardInterrupt inside torch.save's zip writer used to surface as an unrelated RuntimeError)."""
+    import os
+    import signal
+
+    from controlsamp.training import atomic_write
+    path = str(tmp_path / "f.bin")
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"first half ")
+            os.kill(os.getpid(), signal.SIGINT)
+            f.write(b"second half")
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, write)
+    assert open(path, "rb").read() == b"first half second half"
+    assert sorted(os.listdir(tmp_path)) == ["f.bin"]

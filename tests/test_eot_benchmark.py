@@ -6,7 +6,7 @@ What is checked, and against what:
   against brute-force grid quadrature of exp(-|x - y|^2 / (2 eps)) f*(y) in D = 1 and 2;
 - that pi* is the entropic OT plan: log pi*(x, y) + |x - y|^2 / (2 eps) is additively separable, and POT's
   log-domain Sinkhorn on a grid, given pi*'s own grid marginals, the cost |x - y|^2 and the regularisation
-  2 eps (= 2 sigma^2 T, DESIGN.md), returns pi* itself (to the solver's tolerance); with eps instead of
+  2 eps (= 2 sigma^2 T, docs/architecture.md), returns pi* itself (to the solver's tolerance); with eps instead of
   2 eps it does not (the convention is pinned);
 - samplers against exact moments within CLT bands: z = 4.5 per compared statistic (two-sided normal
   tail 7e-6, so a few dozen comparisons fail by chance with probability < 1e-3); variances of sample
@@ -198,7 +198,7 @@ def _grid_plan(p, xs, ys):
 def test_sinkhorn_on_grid_recovers_the_plan(dim, eps):
     """pi* on a grid, normalised, has marginals (a, b) and the Schrödinger form u_i exp(-|x_i - y_j|^2 / (2 eps)) v_j,
     so it is the unique discrete entropic OT plan between (a, b) for the cost |x - y|^2 with regularisation 2 eps
-    (POT's convention; DESIGN.md's 2 sigma^2 T with sigma^2 = eps). POT's log-domain Sinkhorn must return it to
+    (POT's convention; docs/architecture.md's 2 sigma^2 T with sigma^2 = eps). POT's log-domain Sinkhorn must return it to
     its stopping tolerance; with regularisation eps it returns a different plan."""
     p = EOTBenchmarkPair(dim, eps, n_components=3, seed=2)
     mean, cov = p.target_moments(20_000, _gen(0))

@@ -209,7 +209,7 @@ def test_cld_critical_closed_form_equals_matrix_exponential(dim, M, beta, T, a, 
 
 
 def test_cld_mean_matches_authors_formula():
-    """REFERENCES.md (Dockhorn et al. code): mean_x = e^{-2Bg}(x + 2Bg x + 4Bg^2 v), mean_v = e^{-2Bg}(v - Bx - 2Bg v)."""
+    """docs/references.md (Dockhorn et al. code): mean_x = e^{-2Bg}(x + 2Bg x + 4Bg^2 v), mean_v = e^{-2Bg}(v - Bx - 2Bg v)."""
     proc = CLD(2, beta=(0.3, 5.0), M=0.7, T=2.0)
     s, t = 0.4, 1.7
     B = 0.3 * (t - s) + (5.0 - 0.3) * (t * t - s * s) / (2 * 2.0)

@@ -81,8 +81,8 @@ def test_manywell_2d_integrates_to_exp_log_Z():
 
 def test_manywell_log_Z_matches_references():
     t = cs.targets.get("manywell32")
-    assert abs(t.log_Z - 164.69568) < 1e-4  # REFERENCES.md
-    assert abs(t.z1 - 11784.50927) < 1e-3  # REFERENCES.md, given to 5 decimals
+    assert abs(t.log_Z - 164.69568) < 1e-4  # docs/references.md
+    assert abs(t.z1 - 11784.50927) < 1e-3  # docs/references.md, given to 5 decimals
     assert abs(cs.targets.manywell.manywell_z1() - _x1_moment(0) * math.exp(10.0)) < 1e-8 * 11784.5
     assert t.n_modes == 2 ** 16 and cs.targets.get("manywell", dim=4).n_modes == 4
     assert abs(cs.targets.get("manywell", dim=4).log_Z - 2 * math.log(t.z1 * math.sqrt(2 * math.pi))) < 1e-10

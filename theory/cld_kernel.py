@@ -26,7 +26,7 @@ Results.
 
 Source: T. Dockhorn, A. Vahdat, K. Kreis, "Score-Based Generative Modeling with Critically-Damped
 Langevin Diffusion", ICLR 2022 (arXiv 2112.07068), §3 and App. B.1; mean formulas as in the authors'
-code (REFERENCES.md).
+code (docs/references.md).
 """
 from __future__ import annotations
 

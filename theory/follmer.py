@@ -25,7 +25,7 @@ Result (the Gaussian integral done symbolically by completing the square), with
 Checks: the integral equals the closed form; backward Kolmogorov
 :math:`\partial_t h + \tfrac{\sigma^2}{2}\partial_{xx} h = 0`; HJB for :math:`V` with terminal cost
 :math:`\log p^{\rm ref}_T - \log \pi`; :math:`h(0, 0) = 1`; :math:`h = p_t / p^{\rm ref}_t`; the drift
-equals the REFERENCES.md formula (general :math:`T` and :math:`T = 1`) and
+equals the docs/references.md formula (general :math:`T` and :math:`T = 1`) and
 :math:`(\mathbb E[X_T \mid X_t = x] - x)/(T - t)`; the moment ODEs
 :math:`\mathrm{mean}' = \mathbb E[b]`, :math:`\mathrm{var}' = 2\,\mathrm{Cov}(X, b) + \sigma^2` with boundary
 values :math:`(0, 0)` and :math:`(m, S)`.

@@ -11,7 +11,7 @@ Gaussian (linear SDE), so
 .. math::  X_t \mid X_s = x \;\sim\; \mathcal N\!\Big(e^{-\theta (t-s)} x,\;
            \frac{\sigma^2}{2\theta}\big(1 - e^{-2\theta (t-s)}\big)\Big).
 
-Checks: the moment ODEs and initial conditions; the closed form quoted in REFERENCES.md; the
+Checks: the moment ODEs and initial conditions; the closed form quoted in docs/references.md; the
 Gaussian density :math:`p(t, y)` solves the forward Kolmogorov (Fokker–Planck) equation
 :math:`\partial_t p = \partial_y(\theta y p) + \tfrac{\sigma^2}{2}\partial_{yy} p`; the
 Chapman–Kolmogorov (semigroup) property; the stationary law :math:`\mathcal N(0, \sigma^2/(2\theta))`.

@@ -15,7 +15,7 @@ is the invariant variance; the iteration contracts (:math:`\rho^2 < 1`) exactly 
 :math:`v^* - s = sh/(2s - h) = O(h)` is the discretisation error of ULA (the continuous-time
 Langevin diffusion has invariant variance :math:`s`).
 
-Checks: the fixed-point identity; the REFERENCES.md form; the contraction interval; the closed form
+Checks: the fixed-point identity; the docs/references.md form; the contraction interval; the closed form
 of the iterates; the :math:`h \to 0` limit and first-order bias.
 
 Source: G. O. Roberts, R. L. Tweedie, "Exponential convergence of Langevin distributions and their

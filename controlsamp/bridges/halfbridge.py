@@ -20,7 +20,7 @@ The reference is an isotropic linear SDE of :mod:`controlsamp.processes`, dX = k
 kernel N(phi(s, t) x, q(s, t) I), discretised as ``DiscretisedReference(process, steps, scheme="euler")``: its
 per-step ``g`` and ``v = g^2 h`` give the Euler noise, its ``phi0, q0, phiT, qT`` the exact reference-bridge
 points. Paths are always stored in forward-time order, (n, K + 1, d): index k holds X at t_k = k h. A
-backward drift is a function of the reversed time s = T - t (DESIGN.md).
+backward drift is a function of the reversed time s = T - t (docs/architecture.md).
 """
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ class ControlProblem:
         dX_t = \big(f(t, X_t) + B\,u(t, X_t)\big)\,dt + \sigma\,dW_t,\quad X_0 \sim \mu_0,
 
     with sigma state-independent (additive noise). Samplers are the case B = sigma, R = I/2, q = 0,
-    g = log p_ref_T - log pi~, where int |u|^2/2 dt is KL(P^u | P^ref) (Zhang & Chen 2022; DESIGN.md).
+    g = log p_ref_T - log pi~, where int |u|^2/2 dt is KL(P^u | P^ref) (Zhang & Chen 2022; docs/architecture.md).
 
     Args:
         dim: state dimension d.

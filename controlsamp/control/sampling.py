@@ -1,4 +1,4 @@
-r"""`SamplingProblem`: sampling from an unnormalised density posed as a control problem (DESIGN.md).
+r"""`SamplingProblem`: sampling from an unnormalised density posed as a control problem (docs/architecture.md).
 
 With a discretised isotropic reference (:class:`controlsamp.sde.DiscretisedReference`: a process, a
 number of steps and a Gaussian scheme), the controlled chain is

@@ -35,7 +35,7 @@ component log-weights log a_k + log N(x; r_k, S_k + eps I)). The forms used here
 **Epsilon convention.** The paper's eps multiplies KL for the cost |x - y|^2 / 2 (pi* has the kernel
 exp(-|x - y|^2 / (2 eps))); its reference code simulates the Schrödinger bridge as
 dX = drift dt + sqrt(eps) dW on [0, 1] (``GroundTruthSDE``) and its Brownian bridges with standard
-deviation sqrt(eps t (1 - t)). Under this package's convention (DESIGN.md: a Brownian reference
+deviation sqrt(eps t (1 - t)). Under this package's convention (docs/architecture.md: a Brownian reference
 sigma dW on [0, T] is entropic OT for the cost |x - y|^2 with regularisation 2 sigma^2 T) the pair is
 therefore the Schrödinger bridge with **sigma^2 T = eps**, i.e. ``sigma = sqrt(eps)`` for T = 1
 (:attr:`EOTBenchmarkPair.sigma`), and POT / :func:`controlsamp.metrics.sinkhorn` on the cost

@@ -20,7 +20,7 @@ that carries the 1/2 of the cost |x - y|^2 / 2 (the convention of Korotin et al.
 reference code (github.com/ngushchin/EntropicOTBenchmark, ``benchmark/metrics.py``,
 ``compute_BW_UVP_with_gt_stats`` and ``calculate_cond_bw``) computes 100 * (BW2^2 / 2) / (Var / 2).
 Both equal the formula above with the plain BW2^2 (no 1/2): a value here is directly comparable to the
-papers'. Note that REFERENCES.md's "BW2^2 / (Var(p1) / 2)" is right only with the 1/2-convention
+papers'. Note that docs/references.md's "BW2^2 / (Var(p1) / 2)" is right only with the 1/2-convention
 BW2^2; with the plain one it would double the number.
 
 Evaluation protocol of the reference code: cB-W2^2-UVP averages over 1000 fixed test inputs x_i ~ p0

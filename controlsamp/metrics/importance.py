@@ -1,6 +1,6 @@
 r"""Importance-weight metrics: log Z estimate (with a bootstrap standard error), ELBO, EUBO, ESS.
 
-Every function takes the per-path log importance weights (DESIGN.md, Girsanov)
+Every function takes the per-path log importance weights (docs/architecture.md, Girsanov)
 
 .. math:: \log w = \log\tilde\pi(X_T) - \log p^{\mathrm{ref}}_T(X_T) - \int_0^T u\cdot dW_t
           - \int_0^T \tfrac12 |u|^2\, dt,

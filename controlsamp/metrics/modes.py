@@ -61,7 +61,7 @@ def emc(x, mixture) -> float:
     of an equal-weight mixture, 2 n log K (1 - EMC) is the G-statistic of the counts (about chi^2_{K-1}),
     so 1 - EMC is about (K - 1) / (2 n log K). Needs K >= 2.
 
-    Assignment here is to the nearest mean (REFERENCES.md); Blessing et al. assign to the component of
+    Assignment here is to the nearest mean (docs/references.md); Blessing et al. assign to the component of
     highest responsibility, which is the same for equal weights and equal isotropic covariances (gmm25,
     gmm40) but not in general.
     """

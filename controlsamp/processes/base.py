@@ -15,7 +15,7 @@ where :math:`\partial_t \Phi = A \Phi` (:math:`\Phi(s, s) = I`), :math:`c = \int
 (``transition``); the marginal law from a Gaussian start, exact sampling of the marginal and of whole
 paths, and the torchsde wrapper are shared and live here once.
 
-Conventions (DESIGN.md): time runs forward, batch-first ``(n, dim)`` tensors, exact formulas in
+Conventions (docs/architecture.md): time runs forward, batch-first ``(n, dim)`` tensors, exact formulas in
 float64; inputs may be numpy arrays or tensors, outputs are tensors.
 """
 from __future__ import annotations

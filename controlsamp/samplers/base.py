@@ -1,6 +1,6 @@
 r"""`DiffusionSampler`: a controlled diffusion trained to carry a reference law to an unnormalised target.
 
-The sampler is the control problem of DESIGN.md with B = sigma, R = I/2, q = 0 and terminal cost
+The sampler is the control problem of docs/architecture.md with B = sigma, R = I/2, q = 0 and terminal cost
 g = log p^ref_T - log pi~: on the grid t_i = i h of a :class:`~controlsamp.sde.DiscretisedReference` (a process, K steps, a scheme),
 
 .. math:: x_{i+1} = a_i x_i + b_i\,u_\theta(t_i, x_i) + \sqrt{v_i}\,\xi_i,\qquad x_0 \sim \mathcal N(0, v_0 I),
