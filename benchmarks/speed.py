@@ -232,7 +232,6 @@ GROUPS = [  # (label, file suffix, function name; None: the largest cumulative t
     ("  simulate: rollout without autograd", "sampling.py", "simulate"),
     ("    policy steps (recorded)", "grid_mlp.py", "__call__"),
     ("    Langevin feature (target score)", "sampling.py", "langevin_feature"),
-    ("    per-step log-ratio", "rollout.py", "noise_map"),
     ("  objective (loss of log w)", "base.py", "forward"),
     ("  backward (autograd)", "graph.py", "_engine_run_backward"),
     ("    blocked MLP backward", "grid_mlp.py", "backward"),
