@@ -605,7 +605,12 @@ def test_ctrl_c_during_a_write_takes_effect_after_it(tmp_path):
             os.kill(os.getpid(), signal.SIGINT)
             f.write(b"second half")
 
-    with pytest.raises(KeyboardInterrupt):
-        atomic_write(path, write)
+    # Python's own SIGINT handler, whatever this process inherited (a background job starts with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            atomic_write(path, write)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert open(path, "rb").read() == b"first half second half"
     assert sorted(os.listdir(tmp_path)) == ["f.bin"]

@@ -244,8 +244,11 @@ def test_sigint_prints_how_to_resume(tmp_path):
     argv = ["run", "--iters", "100000", "--batch", "8", "--steps", "5", "--n-eval", "100", "--out", str(out),
             "--checkpoint-every", "2", "--quiet"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    # the child gets the default SIGINT disposition even where this process inherited SIGINT ignored (a
+    # background job of a non-interactive shell), so that Python installs its KeyboardInterrupt handler
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from controlsamp.cli import main; sys.exit(main())",
-                             *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                             *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.time()
     while not (out / "checkpoint.pt").exists():
         assert proc.poll() is None and time.time() - t0 < 120, proc.communicate()

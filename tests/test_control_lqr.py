@@ -21,8 +21,13 @@ def _check_cost(sol, lqr, mean0, cov0, tol=0.02):
     assert abs(mc - exact) < tol * exact, (mc, exact, se)
 
 
+# d = 2 of the fast tests runs with the slow suite (which covers d = 1, 2, 5 at a larger budget): the default
+# suite keeps one dimension per method, to stay under its time budget
+D_FAST = [1, pytest.param(2, marks=pytest.mark.slow)]
+
+
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("d", [1, 2])
+@pytest.mark.parametrize("d", D_FAST)
 def test_affine_policy_reaches_riccati_cost_fast(method, d):
     problem, lqr, mean0, cov0 = random_lqr(d, seed=d, kl=(method == "log_variance"))
     sol = cs.solve(problem, method=method, policy="affine", seed=0, progress=False, **FAST)
@@ -30,7 +35,7 @@ def test_affine_policy_reaches_riccati_cost_fast(method, d):
 
 
 @pytest.mark.parametrize("method, batch", [("adjoint_matching", 512), ("log_variance", 1024)])
-@pytest.mark.parametrize("d", [1, 2])
+@pytest.mark.parametrize("d", D_FAST)
 def test_affine_gain_approaches_the_optimal_gain_fast(method, batch, d):
     """The regression-type losses pin the gains down within a small budget: aggregate error below 5%
     against the exact optimal gains of the 50-step Euler problem the policy trains on (which tend to the
@@ -54,7 +59,8 @@ def test_euler_gains_converge_to_riccati():
     assert np.all(np.abs(np.diff(np.log(cost_gaps)) / np.log(0.5) - 1) < 0.1), cost_gaps
 
 
-@pytest.mark.parametrize("method", ["adjoint", "log_variance", "adjoint_matching"])
+@pytest.mark.parametrize("method", [pytest.param("adjoint", marks=pytest.mark.slow), "log_variance",
+                                    pytest.param("adjoint_matching", marks=pytest.mark.slow)])
 def test_mlp_policy_reaches_riccati_cost_fast(method):
     problem, lqr, mean0, cov0 = random_lqr(2, seed=3, kl=(method == "log_variance"))
     sol = cs.solve(problem, method=method, policy="mlp", iters=300, batch=256, lr=3e-3, seed=0, progress=False)

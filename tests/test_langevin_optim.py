@@ -311,6 +311,7 @@ def test_double_well_1d():
     assert _global_fraction(x) >= 0.7, _global_fraction(x)
 
 
+@pytest.mark.slow  # 30 s on one core; the 1-d double well above is the default suite's check
 def test_double_well_10d():
     """U(theta) = sum of 10 tilted wells, every coordinate started in its local basin; success = every
     coordinate in its global basin, so a run needs all 10 escapes and no way back.
