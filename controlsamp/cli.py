@@ -464,26 +464,21 @@ _positive_float = _number(float, 0.0, True, "a positive number")
 _nonnegative_float = _number(float, 0.0, False, "a number >= 0")
 
 
-def _device_arg(value: str) -> str:
-    from ._validate import check_device
-    try:
-        check_device(value, "--device")
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return value
-
-
-def _threads_arg(value: str) -> str:
-    from ._threads import _parse
-    try:
-        _parse(value, "--threads")
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return value
+def _checked_by(check: Callable[[str, str], object], option: str) -> Callable[[str], str]:
+    """An argparse ``type`` that runs the library's ``check(value, option)`` and turns its ValueError into an
+    argparse error (the option's usage line and message, no traceback); the value is kept as given."""
+    def parse(value: str) -> str:
+        try:
+            check(value, option)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return value
+    return parse
 
 
 def _add_threads(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=_threads_arg, default=str(torch.get_num_threads()),
+    from ._threads import _parse as parse_threads
+    p.add_argument("--threads", type=_checked_by(parse_threads, "--threads"), default=str(torch.get_num_threads()),
                    help="torch intra-op CPU threads: a positive integer, or 'auto' for torch's default (one per "
                         "core); more than 1 only pays for large networks or batches, and slows down badly when "
                         "other processes share the cores (default: %(default)s, the count in effect: 1 unless "
@@ -493,6 +488,7 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``controlsamp`` argument parser (choices and defaults read from the registries)."""
     from . import samplers, targets, train
+    from ._validate import check_device
     parser = argparse.ArgumentParser(prog="controlsamp", formatter_class=_Help,
                                      description="controlsamp: diffusion samplers as stochastic optimal control. "
                                                  "`controlsamp list` shows the targets, samplers and losses; "
@@ -521,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="time steps; for ais the temperatures, for smc the MALA moves per temperature")
     p_run.add_argument("--seed", type=int, default=0, help="seed of the network, the paths and the evaluation")
     p_run.add_argument("--out", default="runs/run", help="folder for the run's files")
-    p_run.add_argument("--device", type=_device_arg, default="cpu", help="torch device: cpu, cuda, cuda:N or mps")
+    p_run.add_argument("--device", type=_checked_by(check_device, "--device"), default="cpu", help="torch device: cpu, cuda, cuda:N or mps")
     p_run.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its checkpoint.pt (same settings; --iters may grow)")
     p_run.add_argument("--force", action="store_true", help="overwrite the run already in --out")
