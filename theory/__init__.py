@@ -10,6 +10,7 @@ principles and checks the identities it must satisfy by exact simplification to 
 ``follmer``            Schrödinger–Föllmer h-function, drift, value (HJB), moments, Gaussian target
 ``lqr``                scalar LQR: Riccati closed form, r0, HJB and optimal feedback
 ``ula``                ULA on N(0, s): stationary variance, contraction
+``noised_score``       noised Gaussian / mixture data: marginal, score, Fokker–Planck, Tweedie
 =====================  ====================================================================
 
 Every module exposes ``derive()`` (cached; a dataclass of sympy expressions), ``checks()`` (a list
@@ -26,7 +27,7 @@ from typing import Dict, List
 
 from ._check import Check
 
-MODULE_NAMES = ("ou_kernel", "cld_kernel", "gaussian_bridge", "follmer", "lqr", "ula")
+MODULE_NAMES = ("ou_kernel", "cld_kernel", "gaussian_bridge", "follmer", "lqr", "ula", "noised_score")
 
 __all__ = ["MODULE_NAMES", "Check", "modules", "run_all"]
 

@@ -8,7 +8,8 @@ from .eot_benchmark import EOTBenchmarkPair
 from .follmer import SchrodingerFollmer
 from .gaussian import bures_map, bures_wasserstein, entropic_ot_cross_cov, entropic_ot_gaussian, gaussian_kl
 from .lqr import LQR
+from .noised import NoisedMixture
 from .reference_bridge import sample_reference_bridge
 
 __all__ = ["GaussianBridge", "SchrodingerFollmer", "LQR", "gaussian_kl", "bures_wasserstein", "bures_map",
-           "entropic_ot_gaussian", "entropic_ot_cross_cov", "sample_reference_bridge", "EOTBenchmarkPair"]
+           "entropic_ot_gaussian", "entropic_ot_cross_cov", "sample_reference_bridge", "EOTBenchmarkPair", "NoisedMixture"]
