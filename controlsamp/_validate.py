@@ -52,16 +52,8 @@ def check_nonnegative(value, name: str) -> float:
 
 
 def check_dim(value, name: str = "dim") -> int:
-    """A positive integer (numpy integers accepted, bools and floats rejected)."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError as exc:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}") from exc
-    if v < 1:
-        raise ValueError(f"{name} must be a positive integer; got {v}")
-    return int(v)
+    """A positive integer (numpy integers accepted, bools and floats rejected); see :func:`check_int`."""
+    return check_int(value, name, minimum=1)
 
 
 def check_vector(value, name: str, dim: Optional[int] = None, **kw) -> torch.Tensor:
@@ -158,16 +150,9 @@ def check_spd(value, name: str, dim: Optional[int] = None, **kw) -> torch.Tensor
 
 
 def check_points(x, name: str, dim: int, dtype: torch.dtype = DTYPE) -> torch.Tensor:
-    """Points of shape (n, dim); a single point of shape (dim,) becomes (1, dim)."""
-    if isinstance(x, torch.Tensor):
-        xt = check_finite(x.to(dtype), name)
-    else:
-        xt = as_tensor(x, name, dtype)
-    if xt.ndim == 1:
-        xt = xt.unsqueeze(0)
-    if xt.ndim != 2 or xt.shape[1] != dim:
-        raise ValueError(f"{name} must have shape (n, {dim}); got {tuple(xt.shape)}")
-    return xt
+    """Points of shape (n, dim) in ``dtype``; a single point of shape (dim,) becomes (1, dim) (see
+    :func:`as_points`)."""
+    return as_points(x, name, dim, dtype=dtype, single=True)
 
 
 #: Relative round-off accepted past either end of [0, T] (ODE solvers evaluate at t + c h, which can
@@ -192,15 +177,16 @@ def check_time(t, T: float, name: str = "t") -> float:
 def check_int(value, name: str, minimum: Optional[int] = None) -> int:
     """An integer (Python or numpy; bools, floats such as 2.5 or 2.0, and strings are refused, never truncated)
     at least ``minimum`` when given, else a ValueError naming ``name``."""
-    bound = "" if minimum is None else (" >= 0" if minimum == 0 else f" >= {minimum}")
+    kind = "a positive integer" if minimum == 1 else \
+        "an integer" + ("" if minimum is None else f" >= {minimum}")
     if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be an integer{bound}; got {value!r}")
+        raise ValueError(f"{name} must be {kind}; got {value!r}")
     try:
         v = int(operator.index(value))
     except TypeError as exc:
-        raise ValueError(f"{name} must be an integer{bound}; got {value!r} ({type(value).__name__})") from exc
+        raise ValueError(f"{name} must be {kind}; got {value!r} ({type(value).__name__})") from exc
     if minimum is not None and v < minimum:
-        raise ValueError(f"{name} must be an integer{bound}; got {v}")
+        raise ValueError(f"{name} must be {kind}; got {v}")
     return v
 
 
