@@ -14,7 +14,9 @@ DTYPE = torch.float64
 
 
 def as_tensor(value, name: str, dtype: torch.dtype = DTYPE, device=None) -> torch.Tensor:
-    """Convert a number, list, numpy array or tensor to a tensor of ``dtype``; reject NaN and inf."""
+    """Convert a number, list, numpy array or tensor to a tensor of ``dtype``; reject text, NaN and inf."""
+    if isinstance(value, (str, bytes)):
+        raise ValueError(f"{name} must be numeric (a number, array or tensor); got the text {value!r}")
     try:
         if isinstance(value, torch.Tensor):
             out = value.to(dtype=dtype, device=device if device is not None else value.device)
@@ -27,18 +29,25 @@ def as_tensor(value, name: str, dtype: torch.dtype = DTYPE, device=None) -> torc
     return out
 
 
-def _check_scalar(value, name: str, strict: bool) -> float:
-    """A finite scalar > 0 (``strict``) or >= 0, else a ValueError naming ``name``."""
-    kind = "positive" if strict else "non-negative"
+def _check_scalar(value, name: str, strict: Optional[bool]) -> float:
+    """A finite scalar > 0 (``strict``), >= 0 (``strict=False``) or of any sign (``strict=None``), else a ValueError
+    naming ``name``."""
+    kind = {True: "positive", False: "non-negative", None: "finite"}[strict]
     if isinstance(value, (str, bytes, bool, np.bool_)):
         raise ValueError(f"{name} must be a {kind} number; got {value!r} ({type(value).__name__})")
     try:
         v = float(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be a {kind} number; got {value!r}") from exc
-    if not math.isfinite(v) or v < 0 or (strict and v == 0):
-        raise ValueError(f"{name} must be a {kind} finite number; got {v}")
+    if not math.isfinite(v) or (strict is not None and (v < 0 or (strict and v == 0))):
+        raise ValueError(f"{name} must be a {kind} finite number; got {v}" if strict is not None else
+                         f"{name} must be a finite number; got {v}")
     return v
+
+
+def check_number(value, name: str) -> float:
+    """A finite real scalar (numpy and 0-d tensors accepted; strings and bools rejected)."""
+    return _check_scalar(value, name, strict=None)
 
 
 def check_positive(value, name: str) -> float:

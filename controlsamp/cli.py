@@ -8,10 +8,14 @@
   holds a run is refused unless ``--resume`` (continue it: the same settings, ``--iters`` may grow) or
   ``--force`` (replace it). Ctrl-C stops with exit code 130 and prints the command that resumes. Errors in
   the arguments or the job are one line (``controlsamp: error: ...``, exit code 2), never a traceback.
+* ``controlsamp fit-data --data NAME|FILE.npy --reference vp|ve|cld --sampler NAME --out DIR`` learns a score-based
+  generative model from data (a 2-d toy set, scikit-learn's digits, a ``.npy`` file), samples it and measures it on
+  held-out data (:func:`controlsamp.train_generative.run_generative_job`), with the same ``--out``, ``--resume``,
+  ``--force`` and Ctrl-C behaviour as ``run``.
 * ``controlsamp list``: the targets (dimension, log Z, exact samples), samplers (default loss, the losses
   each accepts), losses and reference processes, read from the package's registries.
 * ``controlsamp demo``: the default job, DDS on gmm25, in about a minute on a CPU, with what a good result is.
-* ``--threads N`` (``run``, ``demo``): torch's intra-op CPU threads, a positive integer or ``auto`` (torch's
+* ``--threads N`` (``run``, ``fit-data``, ``demo``): torch's intra-op CPU threads, a positive integer or ``auto`` (torch's
   default, one per core); the default is the package's (one thread, or ``CONTROLSAMP_THREADS``; see
   :mod:`controlsamp._threads`).
 * ``controlsamp check`` prints a table: each closed form of :mod:`controlsamp.exact` and
@@ -245,24 +249,33 @@ def _demo_verdict(m: dict, out: str) -> None:
 
 
 def _print_metrics(m: dict, out: str) -> None:
-    from .train import fmt
     if m.get("loss"):
         print(f"{m['sampler'].upper()} / {m['loss']} on {m['target']} (d = {m['dim']}), {m['iters']} iterations of "
               f"{m['batch']} paths, {m['steps']} steps, seed {m['seed']}")
     else:  # AIS / SMC: nothing trained
         print(f"{m['sampler'].upper()} on {m['target']} (d = {m['dim']}), {m['n_particles']} particles, "
               f"{m['n_temps']} temperatures, seed {m['seed']}")
-    gloss = dict(GLOSS, **({} if m.get("loss") else GLOSS_MC))
-    for k in METRIC_KEYS:
-        if k in m:
-            note = gloss[k]
-            if k == "w2" and m.get("w2_floor") is not None:
-                note += f"; sample floor {fmt(m['w2_floor'])}"
-            print(f"  {k:15s} {fmt(m[k], 4):>10s}  {note}")
+    _print_rows(m, METRIC_KEYS, dict(GLOSS, **({} if m.get("loss") else GLOSS_MC)))
     note = _log_Z_note(m)
     if note:
         print(note)
-    files = [f for f in ("metrics.json", "samples.png", "checkpoint.pt", "sampler.pt") if os.path.exists(os.path.join(out, f))]
+    _print_files(out, ("metrics.json", "samples.png", "checkpoint.pt", "sampler.pt"))
+
+
+def _print_rows(m: dict, keys, gloss: dict) -> None:
+    """One line per metric of ``keys`` that ``m`` holds (None skipped): name, value, gloss, and the sample floor
+    where ``m`` has one (``KEY_floor``)."""
+    from .train import fmt
+    for k in keys:
+        if m.get(k) is not None:
+            note = gloss[k]
+            if m.get(f"{k}_floor") is not None:
+                note += f"; sample floor {fmt(m[f'{k}_floor'])}"
+            print(f"  {k:15s} {fmt(m[k], 4):>10s}  {note}")
+
+
+def _print_files(out: str, names) -> None:
+    files = [f for f in names if os.path.exists(os.path.join(out, f))]
     print(f"wrote {os.path.join(out, 'samples.npy')}, {', '.join(files)}")
 
 
@@ -299,17 +312,23 @@ def _check_run_args(args: argparse.Namespace) -> None:
     """Refuse, as an argparse error, what the run's files or the target make impossible."""
     from . import samplers, targets, train
     p = args.parser
-    if args.resume and args.force:
-        p.error("--resume continues the run in --out and --force replaces it: give one of them")
     if args.dim is not None and not train.dim_is_parameter(args.target):
         settable = ", ".join(n for n in targets.names() if train.dim_is_parameter(n))
         p.error(f"--dim: target {args.target} has the fixed dimension {targets.get(args.target).dim}; "
                 f"--dim applies to {settable}")
-    files = train.run_files(args.out)
+    if args.resume and not samplers.get(args.sampler).trainable:
+        p.error(f"--resume: --sampler {args.sampler} trains nothing, so there is nothing to resume; "
+                "run it without --resume")
+    _check_out(args, train.run_files(args.out))
+
+
+def _check_out(args: argparse.Namespace, files: List[str]) -> None:
+    """Refuse, as an argparse error, --resume with --force, --resume without a checkpoint in --out, and a new run
+    into an --out that holds ``files`` of another without --force."""
+    p = args.parser
+    if args.resume and args.force:
+        p.error("--resume continues the run in --out and --force replaces it: give one of them")
     if args.resume:
-        if not samplers.get(args.sampler).trainable:
-            p.error(f"--resume: --sampler {args.sampler} trains nothing, so there is nothing to resume; "
-                    "run it without --resume")
         if "checkpoint.pt" not in files:
             p.error(f"--resume: there is no checkpoint to resume in --out {args.out} (no checkpoint.pt there); "
                     "run without --resume to start")
@@ -334,6 +353,53 @@ def run(args: argparse.Namespace) -> int:
         _report_interrupt(args, exc)
         return 130
     _print_metrics(m, args.out)
+    return 0
+
+
+# One short gloss per printed metric of `controlsamp fit-data` (controlsamp.train_generative has the definitions).
+GENERATIVE_KEYS = ("nll", "nll_se", "bits_per_dim", "w2", "mmd", "nfe", "final_loss", "wall_time_s")
+GENERATIVE_GLOSS = {
+    "nll": "test NLL: mean -log p of held-out points under the probability-flow ODE, nats per point",
+    "nll_se": "standard error of nll (over the held-out points)",
+    "bits_per_dim": "nll in bits per dimension",
+    "w2": "2-Wasserstein distance of the samples to held-out data",
+    "mmd": "squared MMD of the samples to held-out data (Gaussian kernel, bandwidth mmd_bandwidth)",
+    "nfe": "score evaluations per sample of the sampler",
+    "final_loss": "score-matching loss, mean of the last 100 iterations",
+    "wall_time_s": "training time, seconds",
+}
+
+
+def _print_generative_metrics(m: dict) -> None:
+    print(f"{m['reference'].upper()} score model ({m['parametrisation']}, {m['weighting']} weighting) on {m['data']} "
+          f"(d = {m['dim']}), {m['iters']} iterations of {m['batch']} points; sampler {m['sampler']}, "
+          f"{m['steps']} steps, seed {m['seed']}")
+    gloss = dict(GENERATIVE_GLOSS)
+    if m.get("bits_per_dim_dequantised"):
+        gloss["bits_per_dim"] += (f" of the {m['levels']}-level data (dequantised: an upper bound, "
+                                  "the dequantisation constant included)")
+    if m.get("nll_divergence"):
+        gloss["nll"] += f" ({m['nll_n']} points, {m['nll_divergence']} divergence)"
+    _print_rows(m, GENERATIVE_KEYS, gloss)
+
+
+def fit_data(args: argparse.Namespace) -> int:
+    from . import train, train_generative
+    _check_out(args, train_generative.generative_files(args.out))
+    try:
+        m = train_generative.run_generative_job(
+            data=args.data, reference=args.reference, parametrisation=args.parametrisation, weighting=args.weighting,
+            t_sampling=args.t_sampling, iters=args.iters, batch=args.batch, lr=args.lr,
+            lr_schedule=None if args.lr_schedule == "none" else args.lr_schedule, hidden=args.hidden,
+            depth=args.depth, sampler=args.sampler, steps=args.steps, n_samples=args.n_samples,
+            nll_samples=args.nll_samples, seed=args.seed, out=args.out, device=args.device, resume=args.resume,
+            progress=not args.quiet, checkpoint_every=args.checkpoint_every, n_train=args.n_train,
+            n_test=args.n_test)
+    except train.JobInterrupted as exc:
+        _report_interrupt(args, exc)
+        return 130
+    _print_generative_metrics(m)
+    _print_files(args.out, ("metrics.json", "samples.png", "checkpoint.pt", "model.pt"))
     return 0
 
 
@@ -485,6 +551,58 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
                         "CONTROLSAMP_THREADS, OMP_NUM_THREADS or MKL_NUM_THREADS say otherwise)")
 
 
+def _add_fit_data_options(p: argparse.ArgumentParser) -> None:
+    """The options of `controlsamp fit-data` (choices read from controlsamp.generative)."""
+    from . import generative, train_generative
+    from ._validate import check_device
+    from .generative.data import TOY_DATASETS
+    toys = [n for n in TOY_DATASETS if n != "8gaussians"]
+    p.add_argument("--data", default="moons", metavar="NAME|FILE.npy",
+                   help=f"the data: a 2-d toy set ({', '.join(toys)}), digits (scikit-learn's 8x8 images, 17 "
+                        "levels, dequantised into [-1, 1]^64; a fixed 80/20 split), or a .npy file of shape (N, d) "
+                        "(a seeded 80/20 split)")
+    p.add_argument("--reference", default="vp", choices=list(train_generative.REFERENCES),
+                   help="the noising process: vp (linear beta 0.1 .. 20, Song et al. 2021), ve (sigma_min 0.01, "
+                        "sigma_max the largest pairwise distance of the training data, Song & Ermon 2020's technique "
+                        "1) or cld (critically damped Langevin, Dockhorn et al. 2022: beta 4, M 0.25, gamma 0.04)")
+    p.add_argument("--parametrisation", default="eps", choices=generative.PARAMETRISATIONS,
+                   help="what the network predicts (eps or score for cld)")
+    p.add_argument("--weighting", default="simple", choices=generative.WEIGHTINGS,
+                   help="weighting of the score-matching loss over time (likelihood: Song et al. 2021's "
+                        "likelihood weighting)")
+    p.add_argument("--t-sampling", default="uniform", choices=generative.T_SAMPLINGS,
+                   help="how training times are drawn (importance: proportional to the likelihood weighting)")
+    p.add_argument("--iters", type=_positive_int, default=4000, help="training iterations")
+    p.add_argument("--batch", type=_positive_int, default=256, help="data points per training iteration")
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate of the network")
+    p.add_argument("--lr-schedule", default="none", choices=["none", "cosine"], type=str.lower,
+                   help="learning-rate schedule: constant, or cosine annealing to 0 over --iters")
+    p.add_argument("--hidden", type=_positive_int, default=128, help="width of the score network (an MLP)")
+    p.add_argument("--depth", type=_positive_int, default=3, help="hidden layers of the score network")
+    p.add_argument("--sampler", default="euler", choices=list(train_generative.SAMPLERS),
+                   help="sampler: euler / exponential (reverse SDE), pc (predictor-corrector), ald (annealed "
+                        "Langevin), sscs (cld only), ode (adaptive probability-flow ODE), ddim, heun")
+    p.add_argument("--steps", type=_positive_int, default=500, help="sampler steps (unused by ode)")
+    p.add_argument("--n-samples", type=_positive_int, default=2000, help="samples drawn for samples.npy and the metrics")
+    p.add_argument("--nll-samples", type=_count, default=500,
+                   help="held-out points whose log-likelihood is measured (probability-flow ODE; exact divergence "
+                        f"for state dimension <= {train_generative.EXACT_DIVERGENCE_MAX_DIM}, else Hutchinson's "
+                        "estimate; 0: none)")
+    p.add_argument("--n-train", type=_positive_int, default=10_000, help="training points of a toy set")
+    p.add_argument("--n-test", type=_positive_int, default=2_000, help="held-out points of a toy set")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data split, the network, training and sampling")
+    p.add_argument("--out", default="runs/fit-data", help="folder for the run's files")
+    p.add_argument("--device", type=_checked_by(check_device, "--device"), default="cpu",
+                   help="torch device: cpu, cuda, cuda:N or mps")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out from its checkpoint.pt (the same settings, --iters "
+                        "included; the sampler and evaluation sizes may change)")
+    p.add_argument("--force", action="store_true", help="overwrite the run already in --out")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=500,
+                   help="iterations between checkpoints (one is also written at the end and on Ctrl-C)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (training and evaluation)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``controlsamp`` argument parser (choices and defaults read from the registries)."""
     from . import samplers, targets, train
@@ -493,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="controlsamp: diffusion samplers as stochastic optimal control. "
                                                  "`controlsamp list` shows the targets, samplers and losses; "
                                                  "`controlsamp COMMAND --help` the options of a command.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,demo,check}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,fit-data,list,demo,check}")
     p_run = sub.add_parser("run", help="train a diffusion sampler on a target and evaluate it (or run AIS / SMC)",
                            description="Train a diffusion sampler on a target and evaluate it (or run AIS / SMC); "
                                        "writes samples.npy, metrics.json, checkpoint.pt, sampler.pt and samples.png "
@@ -542,6 +660,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--quiet", action="store_true", help="no progress bars (training and evaluation)")
     _add_threads(p_run)
     p_run.set_defaults(func=run, parser=p_run)
+    p_fit = sub.add_parser("fit-data", help="learn a score-based generative model from data, sample it and measure it",
+                           description="Learn a score-based generative model from data (denoising score matching on "
+                                       "a VP, VE or CLD reference), sample it and measure it on held-out data; writes "
+                                       "samples.npy, metrics.json, checkpoint.pt, model.pt and samples.png to --out.",
+                           formatter_class=_Help)
+    _add_fit_data_options(p_fit)
+    _add_threads(p_fit)
+    p_fit.set_defaults(func=fit_data, parser=p_fit)
     p_list = sub.add_parser("list", help="the targets, samplers, losses and reference processes",
                             description="The targets (dimension, known log Z, exact samples), the samplers (default "
                                         "loss, accepted losses), the losses and the reference processes, read from "
@@ -570,7 +696,7 @@ def main(argv=None) -> int:
         print("\ncontrolsamp: interrupted", file=sys.stderr)
         return 130
     except ValueError as exc:  # a job's bad setting or failure (run, demo): the library's message, no traceback
-        if args.command not in ("run", "demo"):
+        if args.command not in ("run", "fit-data", "demo"):
             raise
         print(f"controlsamp: error: {' '.join(str(exc).split())}", file=sys.stderr)
         raise SystemExit(2) from None

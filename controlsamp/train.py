@@ -353,6 +353,12 @@ def plot_samples(target, x: np.ndarray, path: str, title: str = "") -> None:
     ax.set_xlabel("x_0")
     ax.set_ylabel("x_1")
     ax.legend(loc="upper right", markerscale=4)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str) -> None:
+    """Lay out ``fig``, write it to ``path`` as a PNG atomically, and close it (also on error)."""
+    import matplotlib.pyplot as plt
     fig.tight_layout()
     try:
         atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))

@@ -79,12 +79,45 @@ def make_optimizer(groups: Sequence[dict], iters: int, lr_schedule: Optional[str
     return opt, sched
 
 
+def ema_copy(module: torch.nn.Module, decay: float, warmup: float = 10.0) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``module``'s weights (``torch.optim.swa_utils.AveragedModel``; call
+    ``update_parameters(module)`` after each optimiser step) whose decay at the n-th update is
+    min(decay, (1 + n) / (warmup + n)). The warm-up lets short runs move off the initial weights (the decay starts
+    at 1 / warmup and reaches ``decay`` after about warmup / (1 - decay) updates); ``warmup=1`` turns it off
+    (after the first update, which copies the weights). Polyak & Juditsky 1992; Song & Ermon 2020 for score
+    models."""
+    decay, warmup = float(decay), float(warmup)
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"ema must be in [0, 1); got {decay}")
+    if not warmup >= 1.0:
+        raise ValueError(f"ema_warmup must be >= 1; got {warmup}")
+
+    def avg(avg_p: torch.Tensor, p: torch.Tensor, n) -> torch.Tensor:
+        d = min(decay, (1.0 + float(n)) / (warmup + float(n)))
+        return d * avg_p + (1.0 - d) * p
+    return torch.optim.swa_utils.AveragedModel(module, avg_fn=avg)
+
+
 def clip_gradient(parameters, grad_clip: Optional[float], where: str) -> float:
     """Clip the gradient norm to ``grad_clip`` (None: no clipping) and return it; a non-finite norm stops
     training with a ValueError that says ``where`` (e.g. "iteration 12 (loss 3.1)")."""
     gnorm = float(torch.nn.utils.clip_grad_norm_(list(parameters), grad_clip or float("inf")))
     if not math.isfinite(gnorm):
         raise ValueError(f"the gradient became non-finite at {where}; the parameters were not updated")
+    return gnorm
+
+
+def descend(loss: torch.Tensor, optimizer, parameters, grad_clip: Optional[float], where: str,
+            schedule=None) -> float:
+    """One optimiser step on ``loss``: clear the gradients, backpropagate, clip their norm to ``grad_clip``
+    (:func:`clip_gradient`, whose error names ``where``), step the optimiser and its ``schedule``. Returns the
+    gradient norm before clipping."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = clip_gradient(parameters, grad_clip, where)
+    optimizer.step()
+    if schedule is not None:
+        schedule.step()
     return gnorm
 
 

@@ -473,7 +473,7 @@ def test_asbs_resumes_exactly(tmp_path, monkeypatch):
         return s.fit(16, checkpoint=ck, checkpoint_every=4, resume=resume, **kw)
 
     straight = make().fit(16, **kw)
-    points = [(cs.samplers.ASBS, "simulate", 3), (asbs_module, "clip_gradient", 4),
+    points = [(cs.samplers.ASBS, "simulate", 3), (asbs_module, "descend", 4),
               (torch.optim.lr_scheduler.CosineAnnealingLR, "step", 5)]
     resumed, seen = _run_interrupted(make, fit, monkeypatch, points, str(tmp_path / "ck.pt"))
     assert seen == sorted(seen) and len(set(seen)) == 3

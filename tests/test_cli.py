@@ -271,7 +271,7 @@ def test_interrupt_resumes_to_the_uninterrupted_run(tmp_path, capsys, monkeypatc
     resumed run ends where an uninterrupted one does. An interrupt during the evaluation says training had
     finished, and --resume then only evaluates."""
     from controlsamp.samplers import base
-    clip = base.clip_gradient
+    clip = base.descend
     calls = {"n": 0}
 
     def clip_then_interrupt(*a, **k):
@@ -279,14 +279,14 @@ def test_interrupt_resumes_to_the_uninterrupted_run(tmp_path, capsys, monkeypatc
         if calls["n"] == 4:
             raise KeyboardInterrupt
         return clip(*a, **k)
-    monkeypatch.setattr(base, "clip_gradient", clip_then_interrupt)
+    monkeypatch.setattr(base, "descend", clip_then_interrupt)
     out = tmp_path / "run"
     args = ["run", "--target", "gaussian", "--iters", "6", "--batch", "8", "--steps", "5", "--n-eval", "100",
             "--quiet", "--out", str(out)]
     assert cli.main(args) == 130
     err = capsys.readouterr().err
     assert "interrupted at iteration 3 of 6" in err and err.strip().endswith(shlex.join(args[1:] + ["--resume"]))
-    monkeypatch.setattr(base, "clip_gradient", clip)
+    monkeypatch.setattr(base, "descend", clip)
     assert cli.main(args + ["--resume"]) == 0
     assert cli.main(args[:-1] + [str(tmp_path / "straight")]) == 0
     resumed, straight = (_strict_json(d / "metrics.json") for d in (out, tmp_path / "straight"))

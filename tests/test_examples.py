@@ -16,6 +16,7 @@ EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.
 FAST = {
     "exact_bridges.py": [],
     "gaussian_bridge.py": ["--iters", "4"],
+    "generative_digits.py": ["--iters", "20", "--steps", "20", "--nll-samples", "10"],
     "langevin_vs_diffusion.py": ["--budget", "1e5"],
     "lqr.py": ["--iters", "10"],
     "moons_to_circles.py": ["--ipf-iters", "1", "--iters-per-half", "30"],

@@ -169,6 +169,10 @@ def smc():
     return cached("smc", lambda: cs.samplers.SMC(G2, n_particles=8, n_mcmc=1))
 
 
+def score_model():
+    return cached("score_model", lambda: cs.generative.DiffusionModel(cs.processes.VP(2), hidden=8, depth=1))
+
+
 def kw(fn, name, **fixed):
     """``call(bad)`` = fn(**fixed, name=bad)."""
     return lambda bad: fn(**{**fixed, name: bad})
@@ -358,6 +362,46 @@ CASES = [
     ("lti_transition", "D", one_of(np.ones((3, 3)), np.full((2, 2), INF), "D"),
      lambda v: cs.processes.lti_transition(-np.eye(2), v, 0.1)),
     ("lti_transition", "h", NONNEG, lambda v: cs.processes.lti_transition(-np.eye(2), np.eye(2), v)),
+    ("SubVP", "beta_max", POSITIVE, lambda v: cs.processes.SubVP(2, beta_max=v)),
+    ("Reversed", "t_min", one_of(-0.1, 1.0, 2.0, NAN, INF, "0.1", None), lambda v: cs.processes.Reversed(
+        cs.processes.VP(2), t_min=v)),
+    ("VP.marginal_coefficients", "t", time_in(1.0), lambda v: cs.processes.VP(2).marginal_coefficients(v)),
+    # generative models ---------------------------------------------------------------------------
+    ("DiffusionModel", "t_min", one_of(0.0, -0.1, 1.0, 2.0, NAN, INF, "0.1", None),
+     kw(cs.generative.DiffusionModel, "t_min", reference=cs.processes.VP(2))),
+    ("DiffusionModel", "hidden", COUNT, kw(cs.generative.DiffusionModel, "hidden", reference=cs.processes.VP(2))),
+    ("DiffusionModel", "ema", one_of(-0.1, 1.0, 1.5, NAN, "0.9", None),
+     kw(cs.generative.DiffusionModel, "ema", reference=cs.processes.VP(2))),
+    ("DiffusionModel", "seed", SEED, kw(cs.generative.DiffusionModel, "seed", reference=cs.processes.VP(2))),
+    ("DiffusionModel", "device", DEVICE, kw(cs.generative.DiffusionModel, "device", reference=cs.processes.VP(2))),
+    ("DiffusionModel", "dtype", DTYPE, kw(cs.generative.DiffusionModel, "dtype", reference=cs.processes.VP(2))),
+    ("DiffusionModel", "parametrisation", one_of("noise", None, 3, "x_0"),
+     kw(cs.generative.DiffusionModel, "parametrisation", reference=cs.processes.VP(2))),
+    ("DiffusionModel", "velocity_var", one_of(0.0, -1.0, NAN, INF, "0.1"),
+     kw(cs.generative.DiffusionModel, "velocity_var", reference=cs.processes.CLD(2))),
+    ("DiffusionModel.fit", "data", points(2), lambda v: score_model().fit(v, iters=1, progress=False)),
+    ("DiffusionModel.fit", "iters", COUNT, lambda v: score_model().fit(np.zeros((4, 2)), iters=v, progress=False)),
+    ("DiffusionModel.fit", "batch", COUNT, lambda v: score_model().fit(np.zeros((4, 2)), batch=v, iters=1,
+                                                                       progress=False)),
+    ("DiffusionModel.fit", "lr", POSITIVE, lambda v: score_model().fit(np.zeros((4, 2)), lr=v, iters=1,
+                                                                       progress=False)),
+    ("DiffusionModel.fit", "grad_clip", GRAD_CLIP, lambda v: score_model().fit(np.zeros((4, 2)), grad_clip=v, iters=1,
+                                                                               progress=False)),
+    ("DiffusionModel.fit", "t_sampling", one_of("log", None, 3), lambda v: score_model().fit(
+        np.zeros((4, 2)), t_sampling=v, iters=1, progress=False)),
+    ("DiffusionModel.score", "x", points(2), lambda v: score_model().score(0.5, v)),
+    ("generative.sample", "n", COUNT, lambda v: cs.generative.sample(score_model(), v, steps=2)),
+    ("generative.sample", "steps", COUNT, lambda v: cs.generative.sample(score_model(), 2, steps=v)),
+    ("generative.sample", "sampler", one_of("ddpm", None, 3), lambda v: cs.generative.sample(score_model(), 2,
+                                                                                             sampler=v, steps=2)),
+    ("generative.reverse_sde", "x_T", points(2), lambda v: cs.generative.reverse_sde(score_model(), x_T=v, steps=2)),
+    ("generative.predictor_corrector", "snr", POSITIVE,
+     lambda v: cs.generative.predictor_corrector(score_model(), 2, steps=2, snr=v)),
+    ("generative.annealed_langevin", "step_size", POSITIVE,
+     lambda v: cs.generative.annealed_langevin(score_model(), 2, steps=2, step_size=v)),
+    ("generative.pf_ode_sample", "steps", COUNT, lambda v: cs.generative.pf_ode_sample(score_model(), 2, method="heun",
+                                                                                       steps=v)),
+    ("generative.log_likelihood", "x", points(2), lambda v: cs.generative.log_likelihood(score_model(), v)),
 ]
 
 
@@ -393,7 +437,7 @@ def test_every_public_sampler_and_bridge_class_is_fuzzed():
     covered = {c[0].split(".")[0] for c in CASES}
     for cls in list(cs.samplers.SAMPLERS.values()) + [cs.bridges.DSB, cs.bridges.DSBM, cs.bridges.GaussianIPF,
                                                     cs.exact.GaussianBridge, cs.exact.SchrodingerFollmer,
-                                                    cs.exact.LQR]:
+                                                    cs.exact.LQR, cs.generative.DiffusionModel]:
         if cls.__name__ == "DIS":
             continue  # DDS's constructor
         assert cls.__name__ in covered, cls.__name__

@@ -22,7 +22,7 @@ import torchsde
 from hypothesis import HealthCheck, given, settings, strategies as st
 from scipy.integrate import solve_ivp
 
-from controlsamp.processes import CLD, OU, VE, VP, Brownian, LinearSDE
+from controlsamp.processes import CLD, OU, VE, VP, Brownian, LinearSDE, Reversed, SubVP
 
 from strategies import log_uniform
 
@@ -30,8 +30,8 @@ Z = 5.0  # CLT band half-width in standard errors
 HYP = settings(max_examples=25, deadline=None, derandomize=True,
                suppress_health_check=[HealthCheck.too_slow])
 
-KINDS = ["brownian", "brownian_fn", "ou", "vp_linear", "vp_cosine", "ve", "cld_critical", "cld_gamma",
-         "cld_schedule"]
+KINDS = ["brownian", "brownian_fn", "ou", "vp_linear", "vp_cosine", "subvp_linear", "reversed_vp", "reversed_ve",
+         "ve", "cld_critical", "cld_gamma", "cld_schedule"]
 
 
 # --------------------------------------------------------------------------- reference SDEs
@@ -79,6 +79,32 @@ def build(kind: str, draw):
         def beta(t):
             return bmin + t / T * (bmax - bmin)
         return VP(dim, "linear", bmin, bmax, T=T), *_iso(dim, lambda t: -0.5 * beta(t), beta), False
+    if kind == "subvp_linear":  # Song et al. 2021 eq. 34: g^2 = beta (1 - exp(-2 int_0^t beta))
+        T = draw(log_uniform(0.1, 2.0))
+        bmin, bmax = draw(log_uniform(1e-2, 1.0)), draw(log_uniform(1.0, 30.0))
+
+        def beta(t):
+            return bmin + t / T * (bmax - bmin)
+
+        def g2(t):
+            return beta(t) * (1.0 - math.exp(-2.0 * (bmin * t + (bmax - bmin) * t * t / (2.0 * T))))
+        return SubVP(dim, "linear", bmin, bmax, T=T), *_iso(dim, lambda t: -0.5 * beta(t), g2), False
+    if kind in ("reversed_vp", "reversed_ve"):  # dY = -k(T - s) Y ds + g(T - s) dW on [0, T - t_min]
+        T = draw(log_uniform(0.1, 2.0))
+        t_min = draw(st.floats(0.0, 0.5)) * T
+        if kind == "reversed_vp":
+            bmin, bmax = draw(log_uniform(1e-2, 1.0)), draw(log_uniform(1.0, 20.0))
+            base = VP(dim, "linear", bmin, bmax, T=T)
+
+            def beta(t):
+                return bmin + t / T * (bmax - bmin)
+            k, g2 = (lambda s: 0.5 * beta(T - s)), (lambda s: beta(T - s))
+        else:
+            smin, smax = draw(log_uniform(1e-3, 0.5)), draw(log_uniform(1.0, 20.0))
+            base = VE(dim, smin, smax, T=T)
+            k = (lambda s: 0.0)
+            g2 = (lambda s: 2.0 * math.log(smax / smin) / T * (smin * (smax / smin) ** ((T - s) / T)) ** 2)
+        return Reversed(base, t_min=t_min), *_iso(dim, k, g2), False
     if kind == "vp_cosine":
         T = draw(log_uniform(0.1, 2.0))
         cap, s = draw(log_uniform(1.0, 300.0)), draw(st.floats(0.0, 0.05))
@@ -441,3 +467,45 @@ def test_lti_transition_accepts_numpy_and_matches_the_ou_closed_form():
 def test_process_drift_refuses_non_finite_points():
     with pytest.raises(ValueError, match=r"\bx\b.*NaN"):
         OU(2).drift(0.5, torch.tensor([[0.0, float("nan")]]))
+
+
+@pytest.mark.parametrize("proc", [VP(2), VP(2, "cosine"), SubVP(2), SubVP(1, "cosine", beta_max=50.0), VE(3, 0.02, 30.0),
+                                  OU(2, theta=1.5, sigma=0.7), Brownian(2, sigma=0.5, T=2.0),
+                                  Reversed(VP(2), t_min=1e-3)])
+def test_vectorised_marginal_coefficients_equal_the_scalar_kernel(proc):
+    """marginal_coefficients(t) (vectorised, used per training point by score matching) is kernel(0, t) at every t,
+    including t = 0 and t = T."""
+    ts = torch.cat([torch.tensor([0.0, proc.T], dtype=torch.float64), proc.T * torch.rand(20, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(0))])
+    a, q = proc.marginal_coefficients(ts)
+    ref = [proc.kernel(0.0, float(t)) for t in ts]
+    np.testing.assert_allclose(a.numpy(), [r[0] for r in ref], rtol=1e-12)
+    np.testing.assert_allclose(q.numpy(), [r[1] for r in ref], rtol=1e-10, atol=1e-300)
+    with pytest.raises(ValueError, match="t must lie in"):
+        proc.marginal_coefficients(torch.tensor([proc.T * 1.5]))
+
+
+def test_subvp_and_reversed_kernels_equal_the_symbolic_derivation():
+    """theory/reverse_kernels.py derives the sub-VP kernel and the reversed linear part's kernel for a general
+    schedule; substituted with the linear VP schedule and evaluated with sympy at 30 digits, they equal
+    SubVP.kernel and Reversed(VP).kernel."""
+    import sympy as sp
+    from theory import reverse_kernels as rk
+    bmin, bmax, T = 0.1, 20.0, 1.0
+    sub, rev = SubVP(1, beta_min=bmin, beta_max=bmax, T=T), Reversed(VP(1, beta_min=bmin, beta_max=bmax, T=T))
+    k = rk.derive()
+
+    def lam(v):  # int_0^v beta
+        return bmin * v + (bmax - bmin) * v ** 2 / (2 * T)
+    for a, b in [(0.0, 0.3), (0.05, 0.07), (0.4, 1.0), (0.0, 1.0)]:
+        subs = {rk.A(rk.s): lam(sp.Float(a, 30)), rk.A(rk.t): lam(sp.Float(b, 30))}
+        phi, q = sub.kernel(a, b)
+        assert phi == pytest.approx(float(k.subvp_phi.subs(subs).evalf(30)), rel=1e-13)
+        assert q == pytest.approx(float(k.subvp_q.subs(subs).evalf(30)), rel=1e-11)
+        # VP: k = -beta/2 so K = -lam/2; g^2 = beta = e^{2K} H' so H = e^{lam}
+        ends = {rk.T: T, rk.s: sp.Float(a, 30), rk.t: sp.Float(b, 30)}
+        r_phi = k.rev_phi.subs(ends).replace(rk.K, lambda v: -lam(v) / 2).replace(rk.H, lambda v: sp.exp(lam(v)))
+        r_q = k.rev_q.subs(ends).replace(rk.K, lambda v: -lam(v) / 2).replace(rk.H, lambda v: sp.exp(lam(v)))
+        phi, q = rev.kernel(a, b)
+        assert phi == pytest.approx(float(r_phi.evalf(30)), rel=1e-12)
+        assert q == pytest.approx(float(r_q.evalf(30)), rel=1e-10)

@@ -11,6 +11,7 @@ principles and checks the identities it must satisfy by exact simplification to 
 ``lqr``                scalar LQR: Riccati closed form, r0, HJB and optimal feedback
 ``ula``                ULA on N(0, s): stationary variance, contraction
 ``noised_score``       noised Gaussian / mixture data: marginal, score, Fokker–Planck, Tweedie
+``reverse_kernels``    sub-VP kernel; the linear part of a reverse-time SDE: moment ODEs, semigroup
 =====================  ====================================================================
 
 Every module exposes ``derive()`` (cached; a dataclass of sympy expressions), ``checks()`` (a list
@@ -27,7 +28,7 @@ from typing import Dict, List
 
 from ._check import Check
 
-MODULE_NAMES = ("ou_kernel", "cld_kernel", "gaussian_bridge", "follmer", "lqr", "ula", "noised_score")
+MODULE_NAMES = ("ou_kernel", "cld_kernel", "gaussian_bridge", "follmer", "lqr", "ula", "noised_score", "reverse_kernels")
 
 __all__ = ["MODULE_NAMES", "Check", "modules", "run_all"]
 

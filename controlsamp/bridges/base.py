@@ -15,8 +15,9 @@ from torch import nn
 from .._validate import (as_points, check_device, check_dim, check_dtype, check_grad_clip, check_nonnegative,
                          check_positive, check_seed, check_time)
 from ..sde import DiscretisedReference
-from ..training import Streams, clip_gradient, fit_loop, load_checkpoint, load_modules, make_optimizer, save_model
-from .halfbridge import DIRECTIONS, DriftNet, as_sampler, make_reference, simulate
+from ..training import Streams, descend, fit_loop, load_checkpoint, load_modules, make_optimizer, save_model
+from ..targets.sources import as_sampler
+from .halfbridge import DIRECTIONS, DriftNet, make_reference, simulate
 
 Tensor = torch.Tensor
 
@@ -179,10 +180,7 @@ class NeuralBridge(ABC):
             t = t_idx.to(x.dtype) * self.reference.h
             pred = dn.net(t if fit_dir == "forward" else self.T - t, x)
             loss = ((pred - target) ** 2).sum(1).mean()
-            opts[fit_dir].zero_grad(set_to_none=True)
-            loss.backward()
-            clip_gradient(dn.net.parameters(), grad_clip, f"step {it} ({fit_dir} half-bridge {half})")
-            opts[fit_dir].step()
+            descend(loss, opts[fit_dir], dn.net.parameters(), grad_clip, f"step {it} ({fit_dir} half-bridge {half})")
             dn.ema.update_parameters(dn.net)
             if inner == iters_per_half - 1:
                 dn.trained = True

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -36,6 +35,7 @@ from ..exact.reference_bridge import isotropic_bridge_point
 from ..processes import Brownian
 from ..processes.base import IsotropicLinearSDE
 from ..sde import DiscretisedReference, rollout
+from ..training import ema_copy
 
 Tensor = torch.Tensor
 DIRECTIONS = ("forward", "backward")
@@ -56,59 +56,15 @@ def make_reference(dim: int, sigma: float, T: float, reference: Optional[Isotrop
     return reference
 
 
-def as_sampler(obj, name: str) -> Callable[[int, torch.Generator], Tensor]:
-    """An endpoint law as a function (n, generator) -> (n, d) float64 tensor: an (N, d) array or tensor
-    (rows drawn uniformly with replacement), a Target with an exact ``sample`` or a callable
-    ``fn(n, generator)``."""
-    if isinstance(obj, (np.ndarray, torch.Tensor)):
-        data = torch.as_tensor(np.array(obj) if isinstance(obj, np.ndarray) else obj).detach().to(torch.float64)
-        if data.ndim != 2 or data.shape[0] < 1:
-            raise ValueError(f"{name} given as data must have shape (N, d) with N >= 1; got {tuple(data.shape)}")
-        if not torch.isfinite(data).all():
-            raise ValueError(f"{name} holds non-finite values")
-        data = data.cpu()
-
-        def sample(n, generator):
-            return data[torch.randint(data.shape[0], (n,), generator=generator)]
-        sample.dim = data.shape[1]
-        return sample
-    if hasattr(obj, "sample") and hasattr(obj, "dim"):
-        def sample(n, generator):
-            return obj.sample(n, generator=generator).detach().to(torch.float64).cpu()
-        sample.dim = int(obj.dim)
-        return sample
-    if callable(obj):
-        probe = torch.as_tensor(obj(2, torch.Generator().manual_seed(0)))
-        if probe.ndim != 2 or probe.shape[0] != 2:
-            raise ValueError(f"{name} as a callable must return (n, d) samples for fn(n, generator); "
-                             f"fn(2, g) gave shape {tuple(probe.shape)}")
-
-        def sample(n, generator):
-            return torch.as_tensor(obj(n, generator)).detach().to(torch.float64).cpu()
-        sample.dim = probe.shape[1]
-        return sample
-    raise ValueError(f"{name} must be an (N, d) array, a Target with sample(n) or a callable fn(n, generator); "
-                     f"got {type(obj).__name__}")
-
-
 class DriftNet(nn.Module):
-    """A drift network b(t, x) (an :class:`~controlsamp.control.policies.MLPPolicy`) with an EMA copy
-    used for simulation: an exponential moving average of the weights whose decay at the n-th update is
-    min(ema, (1 + n) / (ema_warmup + n)). The warm-up lets short runs move off the initial weights (the
-    decay starts at 1 / ema_warmup and reaches ``ema`` after about ema_warmup / (1 - ema) updates);
-    ``ema_warmup=1`` turns it off (after the first update, which copies the weights)."""
+    """A drift network b(t, x) (an :class:`~controlsamp.control.policies.MLPPolicy`) with an EMA copy used for
+    simulation (:func:`controlsamp.training.ema_copy`: decay min(ema, (1 + n) / (ema_warmup + n)) at the n-th
+    update)."""
 
     def __init__(self, dim: int, T: float, hidden: int, depth: int, ema: float, ema_warmup: float = 10.0):
         super().__init__()
-        if not ema_warmup >= 1.0:
-            raise ValueError(f"ema_warmup must be >= 1; got {ema_warmup}")
         self.net = MLPPolicy(dim, dim, T, hidden=hidden, depth=depth)
-        decay, warmup = float(ema), float(ema_warmup)
-
-        def avg(avg_p: Tensor, p: Tensor, n) -> Tensor:
-            d = min(decay, (1.0 + float(n)) / (warmup + float(n)))
-            return d * avg_p + (1.0 - d) * p
-        self.ema = torch.optim.swa_utils.AveragedModel(self.net, avg_fn=avg)
+        self.ema = ema_copy(self.net, ema, ema_warmup)
         self.trained = False
 
     def forward(self, t, x: Tensor, use_ema: bool = True) -> Tensor:

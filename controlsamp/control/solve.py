@@ -9,7 +9,7 @@ from torch import nn
 
 from .._validate import (as_points, check_device, check_dim, check_dtype, check_grad_clip, check_positive, check_seed,
                          check_time)
-from ..training import Streams, clip_gradient, fit_loop, load_checkpoint, load_modules, make_optimizer, save_model
+from ..training import Streams, descend, fit_loop, load_checkpoint, load_modules, make_optimizer, save_model
 from .objectives import REGISTRY, Batch, Objective, get_objective
 from .policies import make_policy
 from .problem import ControlProblem
@@ -180,14 +180,9 @@ def solve(problem: ControlProblem, method="adjoint", policy="mlp", iters: int = 
             if method == "adjoint" else "")
 
     def step(it: int) -> Dict[str, float]:
-        opt.zero_grad(set_to_none=True)
         loss, info = objective(problem, module, Batch(batch, streams, streams.entropy(it), device, dtype))
-        loss.backward()
-        gnorm = clip_gradient(list(module.parameters()) + list(objective.parameters()), grad_clip,
-                              f"iteration {it} (loss {float(loss.detach()):.4g}).{hint}")
-        opt.step()
-        if sched is not None:
-            sched.step()
+        gnorm = descend(loss, opt, list(module.parameters()) + list(objective.parameters()), grad_clip,
+                        f"iteration {it} (loss {float(loss.detach()):.4g}).{hint}", sched)
         cost = float(info["cost"].mean()) if "cost" in info else float(-info["log_w"].mean())
         return {"loss": float(loss.detach()), "cost": cost, "grad_norm": gnorm}
 

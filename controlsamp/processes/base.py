@@ -270,6 +270,23 @@ class IsotropicLinearSDE(LinearSDE):
         phi, q = self._phi_q(s, t)
         return float(phi), float(q)
 
+    def marginal_coefficients(self, t) -> Tuple[torch.Tensor, torch.Tensor]:
+        r"""The kernel from time 0 for a tensor of times: :math:`(\phi(0, t), q(0, t))`, float64, each the shape
+        of ``t``, so that :math:`X_t \mid X_0 = x_0 \sim \mathcal N(\alpha_t x_0, \sigma_t^2 I)` with
+        :math:`\alpha_t = \phi(0, t)` and :math:`\sigma_t^2 = q(0, t)` (the perturbation kernel of denoising
+        score matching). Subclasses with a vectorised closed form override this loop."""
+        tt = self._times_tensor(t)
+        rows = [self.kernel(0.0, float(v)) for v in tt.reshape(-1)]
+        phi = torch.tensor([r[0] for r in rows], dtype=DTYPE).reshape(tt.shape)
+        q = torch.tensor([r[1] for r in rows], dtype=DTYPE).reshape(tt.shape)
+        return phi, q
+
+    def _times_tensor(self, t) -> torch.Tensor:
+        tt = as_tensor(t, "t").to(DTYPE)
+        if not bool(torch.isfinite(tt).all()) or bool(((tt < 0) | (tt > self.T)).any()):
+            raise ValueError(f"t must lie in [0, T] = [0, {self.T}]")
+        return tt
+
     def drift_matrix(self, t) -> torch.Tensor:
         return self._k(self._time(t)) * torch.eye(self.dim, dtype=DTYPE)
 

@@ -149,6 +149,30 @@ class CLD(LinearSDE):
         Q = symmetrize(torch.kron(Q2, self._eye))
         return Phi, torch.zeros(self.dim, dtype=DTYPE), Q
 
+    def kernel_blocks(self, t) -> Tuple[torch.Tensor, torch.Tensor]:
+        r"""The 2x2 blocks of the kernel from time 0 for a tensor of times: :math:`e^{B A_0}` and
+        :math:`Q(B)`, float64 of shape ``t.shape + (2, 2)``, with :math:`B = \int_0^t \beta` (the full kernel is
+        the Kronecker product with :math:`I_d`). Vectorised under critical damping, a loop otherwise."""
+        tt = torch.as_tensor(t, dtype=DTYPE)
+        if not bool(torch.isfinite(tt).all()) or bool(((tt < 0) | (tt > self.T)).any()):
+            raise ValueError(f"t must lie in [0, T] = [0, {self.T}]")
+        if not self.critical:
+            rows = [lti_transition(self.A0, self.D0, self.int_beta(0.0, float(v))) for v in tt.reshape(-1)]
+            shape = tuple(tt.shape) + (2, 2)
+            return (torch.stack([r[0] for r in rows]).reshape(shape) if rows else torch.zeros(shape, dtype=DTYPE),
+                    torch.stack([r[1] for r in rows]).reshape(shape) if rows else torch.zeros(shape, dtype=DTYPE))
+        B = self.beta_min * tt + (self.beta_max - self.beta_min) * tt * tt / (2.0 * self.T)
+        g = 1.0 / self.Gamma
+        z = 4.0 * g * B
+        e, eh = torch.exp(-z), torch.exp(-0.5 * z)
+        Phi = torch.stack([torch.stack([eh * (1.0 + 2.0 * g * B), eh * 4.0 * g * g * B], -1),
+                           torch.stack([-eh * B, eh * (1.0 - 2.0 * g * B)], -1)], -2)
+        qxx = torch.special.gammainc(torch.full_like(z, 3.0), z)
+        qxv = 4.0 * g * B * B * e
+        qvv = self.M * (-torch.expm1(-z) + e * z * (1.0 - 0.5 * z))
+        Q = torch.stack([torch.stack([qxx, qxv], -1), torch.stack([qxv, qvv], -1)], -2)
+        return Phi, Q
+
     def stationary_cov(self) -> torch.Tensor:
         r""":math:`\Sigma_\infty = \mathrm{diag}(I_d, M I_d)`."""
         return torch.kron(torch.diag(torch.tensor([1.0, self.M], dtype=DTYPE)), self._eye)

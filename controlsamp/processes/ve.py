@@ -45,6 +45,11 @@ class VE(IsotropicLinearSDE):
             raise ValueError(f"t must lie in [0, T] = [0, {self.T}]")
         return self.sigma_min * torch.exp(self._rho * tt / self.T).to(DTYPE)
 
+    def marginal_coefficients(self, t) -> Tuple[torch.Tensor, torch.Tensor]:
+        r""":math:`(1,\ \sigma(t)^2 - \sigma_{\min}^2)` for a tensor of times, float64 (vectorised, with expm1)."""
+        tt = self._times_tensor(t)
+        return torch.ones_like(tt), self.sigma_min ** 2 * torch.expm1(2.0 * self._rho * tt / self.T)
+
     def _sig(self, t: float) -> float:
         return self.sigma_min * math.exp(self._rho * t / self.T)
 

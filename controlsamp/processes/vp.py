@@ -1,4 +1,5 @@
-r"""Variance-preserving SDE :math:`dX_t = -\tfrac12\beta(t) X_t\,dt + \sqrt{\beta(t)}\,dW_t` (linear or cosine schedule)."""
+r"""Variance-preserving SDE :math:`dX_t = -\tfrac12\beta(t) X_t\,dt + \sqrt{\beta(t)}\,dW_t` (linear or cosine schedule),
+and its sub-VP variant."""
 from __future__ import annotations
 
 import math
@@ -9,7 +10,7 @@ import torch
 from .._validate import DTYPE, as_tensor, check_positive
 from .base import IsotropicLinearSDE
 
-__all__ = ["VP"]
+__all__ = ["VP", "SubVP"]
 
 _SCHEDULES = ("linear", "cosine")
 
@@ -116,6 +117,11 @@ class VP(IsotropicLinearSDE):
         ab = (torch.cos(self._u(tc)) / math.cos(self._u(0.0))) ** 2
         return ab * torch.exp(-self.beta_max * torch.clamp(tt - self.t_clip, min=0.0))
 
+    def marginal_coefficients(self, t) -> Tuple[torch.Tensor, torch.Tensor]:
+        r""":math:`(\sqrt{\bar\alpha(t)},\ 1 - \bar\alpha(t))` for a tensor of times, float64 (vectorised)."""
+        ab = self.alpha_bar(t)
+        return ab.sqrt(), 1.0 - ab
+
     def _times(self, t) -> torch.Tensor:
         tt = as_tensor(t, "t").to(DTYPE)
         if ((tt < 0) | (tt > self.T)).any():
@@ -137,3 +143,36 @@ class VP(IsotropicLinearSDE):
         if self.schedule == "linear":
             return f"VP(dim={self.dim}, schedule='linear', beta_min={self.beta_min}, beta_max={self.beta_max}, T={self.T})"
         return f"VP(dim={self.dim}, schedule='cosine', beta_max={self.beta_max}, s={self.s}, T={self.T})"
+
+
+class SubVP(VP):
+    r"""Sub-variance-preserving SDE (Song et al. 2021, "Score-Based Generative Modeling through SDEs", eq. 34):
+
+    .. math::  dX_t = -\tfrac12 \beta(t) X_t\,dt + \sqrt{\beta(t)\big(1 - e^{-2\Lambda(0, t)}\big)}\,dW_t,
+               \qquad \Lambda(s, t) = \int_s^t \beta(u)\,du,
+
+    on the schedules of :class:`VP`. Its kernel has the VP mean and a smaller variance: with
+    :math:`A_u = \Lambda(0, u)` and :math:`\lambda = \Lambda(s, t)`,
+
+    .. math::  X_t \mid X_s = x \sim \mathcal N\Big(e^{-\lambda/2} x,\;
+               \big(1 - e^{-\lambda}\big)\big(1 - e^{-(A_s + A_t)}\big) I\Big),
+
+    since :math:`q(s,t) = e^{-A_t}\int_s^t e^{A_u}\beta(u)(1 - e^{-2A_u})\,du = e^{-A_t}[e^{A} + e^{-A}]_{A_s}^{A_t}`;
+    from 0 it is :math:`(1 - \bar\alpha(t))^2`, below VP's :math:`1 - \bar\alpha(t)` (evaluated with ``expm1``).
+    """
+
+    def _g(self, t: float) -> float:
+        return math.sqrt(self._beta(t) * -math.expm1(-2.0 * self._Lambda(0.0, t)))
+
+    def _phi_q(self, s: float, t: float) -> Tuple[float, float]:
+        lam = self._Lambda(s, t)
+        both = self._Lambda(0.0, s) + self._Lambda(0.0, t)
+        return math.exp(-0.5 * lam), math.expm1(-lam) * math.expm1(-both)
+
+    def marginal_coefficients(self, t) -> Tuple[torch.Tensor, torch.Tensor]:
+        r""":math:`(\sqrt{\bar\alpha(t)},\ (1 - \bar\alpha(t))^2)` for a tensor of times, float64 (vectorised)."""
+        ab = self.alpha_bar(t)
+        return ab.sqrt(), (1.0 - ab) ** 2
+
+    def __repr__(self) -> str:
+        return "Sub" + super().__repr__()

@@ -39,7 +39,7 @@ from ..control import Batch, Paths, get_objective
 from ..control.policies import MLPPolicy
 from ..processes import Brownian, IsotropicLinearSDE
 from ..sde import DiscretisedReference
-from ..training import Streams, clip_gradient, fit_loop, make_optimizer
+from ..training import Streams, descend, fit_loop, make_optimizer
 from .base import DiffusionSampler, check_target
 
 Tensor = torch.Tensor
@@ -180,9 +180,8 @@ class ASBS(DiffusionSampler):
             idx = torch.randint(pairs["x0"].shape[0], (batch,), generator=cpu_gen).to(self.device)
             ends = Paths(torch.stack([pairs["x0"][idx], pairs["x1"][idx]], 1))
             loss, _ = corrector_matching(self.problem, self.corrector, Batch(batch, streams, paths=ends))
-            opt_h.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_h.step()
+            descend(loss, opt_h, self.corrector.parameters(), None, f"corrector step {j} of stage {stage} (loss "
+                    f"{loss.item():.4g})")
             return {"loss": loss.item(), "corrector": 1.0}
 
         def am_step(a: int) -> Dict[str, float]:
@@ -194,12 +193,8 @@ class ASBS(DiffusionSampler):
             idx = torch.randint(buf["x0"].shape[0], (batch,), generator=cpu_gen).to(self.device)
             ends = Paths(torch.stack([buf["x0"][idx], buf["x1"][idx]], 1), terminal_grad=buf["grad"][idx])
             loss, _ = adjoint_matching(self.problem, self.policy, Batch(batch, streams, paths=ends))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            clip_gradient(self.policy.parameters(), grad_clip, f"adjoint-matching step {a} (loss {loss.item():.4g})")
-            opt.step()
-            if sched is not None:
-                sched.step()
+            descend(loss, opt, self.policy.parameters(), grad_clip, f"adjoint-matching step {a} (loss {loss.item():.4g})",
+                    sched)
             return {"loss": loss.item(), "corrector": 0.0}
 
         block = c_iters + per_stage

@@ -38,7 +38,7 @@ from ..control.objectives import REGISTRY
 from ..sde import DiscretisedReference
 from ..targets import Target
 from ..weights import logmeanexp
-from ..training import Streams, clip_gradient, fit_loop, load_checkpoint, load_modules, make_optimizer, save_model
+from ..training import Streams, descend, fit_loop, load_checkpoint, load_modules, make_optimizer, save_model
 from .offpolicy import ReplayBuffer, local_search
 
 Tensor = torch.Tensor
@@ -257,16 +257,11 @@ class DiffusionSampler:
             return paths, False
 
         def step(it: int) -> Dict[str, float]:
-            opt.zero_grad(set_to_none=True)
             paths, backward = behaviour(it)
             value, info = objective(problem, policy, Batch(batch, streams, streams.entropy(it), self.device,
                                                            self.dtype, paths))
-            value.backward()
-            clip_gradient(list(policy.parameters()) + list(objective.parameters()), grad_clip,
-                          f"iteration {it} (loss {float(value.detach()):.4g})")
-            opt.step()
-            if sched is not None:
-                sched.step()
+            descend(value, opt, list(policy.parameters()) + list(objective.parameters()), grad_clip,
+                    f"iteration {it} (loss {float(value.detach()):.4g})", sched)
             if buf is not None and local_search_every and (it + 1) % local_search_every == 0 and len(buf) >= batch:
                 x, _ = buf.sample(batch, streams.cpu)
                 x, lr_x, state["ls_step"] = local_search(self.problem.value_and_score, x.to(self.device, self.dtype),

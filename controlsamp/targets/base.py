@@ -1,12 +1,11 @@
 """The `Target` interface: an unnormalised density pi~ on R^d given by its log."""
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 import torch
 
-from .._validate import as_points, call_with_graph, check_dim
+from .._validate import as_points, call_with_graph, check_dim, check_number
 
 
 class Target:
@@ -61,12 +60,7 @@ class Target:
         if not callable(fn):
             raise ValueError(f"fn must be a callable log-density (n, dim) -> (n,); got {type(fn).__name__}")
         if log_Z is not None:
-            try:
-                log_Z = float(log_Z)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"log_Z must be a finite number or None; got {log_Z!r}") from exc
-            if not math.isfinite(log_Z):
-                raise ValueError(f"log_Z must be a finite number or None; got {log_Z}")
+            log_Z = check_number(log_Z, "log_Z (a finite number or None)")
         if not isinstance(name, str):
             raise ValueError(f"name must be a string; got {type(name).__name__}")
         return _FunctionTarget(fn, check_dim(dim, "dim"), log_Z, name)

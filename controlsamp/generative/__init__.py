@@ -1,0 +1,36 @@
+r"""Score-based generative models learned from data (layer 4): a score network on a reference process of
+:mod:`controlsamp.processes` trained by denoising score matching (hybrid score matching for CLD), its samplers
+and its likelihood.
+
+=====================  ==========================================================================================
+module                 holds
+=====================  ==========================================================================================
+``kernel``             the perturbation kernel of each reference (isotropic; CLD with the velocity marginalised)
+``parametrisation``    eps / score / x0 / v outputs and how each becomes the noise estimate and the score
+``score_matching``     the DSM / HSM objective, its weightings and time sampling
+``source``             the ``ScoreSource`` protocol and ``ExactScore`` (closed-form scores of mixture data)
+``model``              ``DiffusionModel``: network, EMA, ``fit`` through the package's training loop, save / load
+``sampling``           reverse-time SDE (Euler–Maruyama, exponential), predictor–corrector, annealed Langevin, SSCS
+``ode``                the probability-flow ODE: Euler, DDIM, Heun, adaptive Dormand–Prince (torchdiffeq), scipy
+``data``               data sets for generative modelling: the 2-d sets, scikit-learn's 8x8 digits (dequantised),
+                       ``.npy`` files
+``likelihood``         log-likelihood through the probability-flow ODE (exact or Hutchinson divergence), bits/dim,
+                       dequantisation
+=====================  ==========================================================================================
+"""
+from .kernel import CLDKernel, IsotropicKernel, make_kernel
+from . import data
+from .likelihood import (DIVERGENCES, bits_per_dim, cld_data_log_likelihood, dequantisation_log_scale, dequantise,
+                         log_likelihood)
+from .model import DiffusionModel
+from .ode import ADAPTIVE, ODE_METHODS, ORDERS, pf_drift, pf_ode_sample
+from .parametrisation import PARAMETRISATIONS
+from .sampling import ODE_SAMPLERS, SAMPLERS, SDE_SAMPLERS, annealed_langevin, predictor_corrector, reverse_sde, sample, sscs
+from .score_matching import T_SAMPLINGS, WEIGHTINGS, TimeSampler, score_matching_loss
+from .source import ExactScore, ScoreSource, reference_prior
+
+__all__ = ["data", "DiffusionModel", "ExactScore", "ScoreSource", "reference_prior", "make_kernel", "IsotropicKernel",
+           "CLDKernel", "PARAMETRISATIONS", "WEIGHTINGS", "T_SAMPLINGS", "TimeSampler", "score_matching_loss",
+           "sample", "reverse_sde", "predictor_corrector", "annealed_langevin", "sscs", "SDE_SAMPLERS", "ODE_SAMPLERS", "SAMPLERS",
+           "pf_drift", "pf_ode_sample", "ORDERS", "ADAPTIVE", "ODE_METHODS", "log_likelihood",
+           "cld_data_log_likelihood", "bits_per_dim", "dequantise", "dequantisation_log_scale", "DIVERGENCES"]
