@@ -21,6 +21,8 @@ FAST = {
     "lqr.py": ["--iters", "10"],
     "moons_to_circles.py": ["--ipf-iters", "1", "--iters-per-half", "30"],
     "pis_vs_exact.py": ["--iters", "10"],
+    "rtb_digits.py": ["--prior-iters", "20", "--clf-iters", "20", "--steps", "10", "--iters", "5", "--batch", "16",
+                      "--n-samples", "64"],
     "sample_gmm.py": ["--iters", "10"],
 }
 # Examples that compare samples with exact ones by W2 print the sample floor next to it.

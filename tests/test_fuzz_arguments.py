@@ -402,6 +402,8 @@ CASES = [
     ("generative.pf_ode_sample", "steps", COUNT, lambda v: cs.generative.pf_ode_sample(score_model(), 2, method="heun",
                                                                                        steps=v)),
     ("generative.log_likelihood", "x", points(2), lambda v: cs.generative.log_likelihood(score_model(), v)),
+    ("RTB", "steps", COUNT, lambda v: cs.samplers.RTB(score_model(), lambda x: x.sum(1), steps=v)),
+    ("RTB", "scheme", one_of("heun", None, 3), lambda v: cs.samplers.RTB(score_model(), lambda x: x.sum(1), scheme=v)),
 ]
 
 

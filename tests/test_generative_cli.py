@@ -33,6 +33,9 @@ def test_digits_split_is_fixed_disjoint_and_complete():
     assert sorted(i_train.tolist() + i_test.tolist()) == list(range(1797))
     assert torch.equal(every[i_train], train) and torch.equal(every[i_test], test)
     assert data.digits("test", test_fraction=0.5).shape == (898, 64)
+    (lab_x, labels), (_, every_labels) = data.digits("train", return_labels=True), data.digits("all", return_labels=True)
+    assert torch.equal(lab_x, train) and labels.shape == (1438,) and labels.dtype == torch.int64
+    assert torch.equal(every_labels[i_train], labels) and set(every_labels.tolist()) == set(range(10))
     for x in (train, test):  # integer levels 0..16
         assert torch.equal(x, x.round()) and x.min() == 0 and x.max() == data.DIGITS_LEVELS - 1
     with pytest.raises(ValueError, match="split"):
@@ -65,13 +68,13 @@ def test_model_space_maps_and_dequantisation():
 
 
 def test_digits_without_scikit_learn_says_how_to_install(monkeypatch):
-    data._digits_array.cache_clear()
+    data._digits_arrays.cache_clear()
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     try:
         with pytest.raises(ImportError, match="pip install scikit-learn"):
             data.digits()
     finally:
-        data._digits_array.cache_clear()
+        data._digits_arrays.cache_clear()
 
 
 def test_toy_sets_are_seeded_with_separate_train_and_test_streams():

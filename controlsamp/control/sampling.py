@@ -69,6 +69,13 @@ class SamplingProblem(ControlProblem):
 
     # ------------------------------------------------------------------ the control problem
     time_varying = True
+    #: a fixed control u0(i, x) of the chain the weights compare against (None: the reference itself); a posterior
+    #: problem under a pretrained diffusion sets it (controlsamp.samplers.RTB)
+    base_control: Optional[Callable[[int, Tensor], Tensor]] = None
+
+    def terminal_reference_log_prob(self, x: Tensor) -> Tensor:
+        """The log-density at x_K of the chain the weights compare against, (n,) float64: log p^ref_K."""
+        return self.reference.terminal_log_prob(x)
 
     def _reference_drift(self, t, x: Tensor) -> Tensor:
         return self.reference.floats("k")[self.reference.step_index(t)] * x
@@ -157,7 +164,8 @@ class SamplingProblem(ControlProblem):
         with torch.set_grad_enabled(differentiable and rec is None):
             x0 = self.sample_x0(n, generator, device, dtype)
             xs, _, noise, log_ratio = controlled_paths(ref, control, x0, noise, generator, explore,
-                                                       detach_states=True, keep_means=False, log_ratio=True)
+                                                       detach_states=True, keep_means=False, log_ratio=True,
+                                                       base=self.base_control)
             log_r = self.log_reward(xs[:, -1]).detach()
         if rec is not None:
             log_ratio = rec.functional(log_ratio, log_ratio_control_derivative(ref, noise, explore))
@@ -225,13 +233,24 @@ class SamplingProblem(ControlProblem):
         if paths.log_ratio is not None:
             log_ratio = paths.log_ratio
         else:
-            means = paths.means
+            means, base = paths.means, self.base_means(xs)
             if means is None:
                 a = self.reference.coef("a", xs.device, xs.dtype).unsqueeze(-1)
                 b = self.reference.coef("b", xs.device, xs.dtype).unsqueeze(-1)
                 means = a * xs[:, :-1] + b * self.controls_along(policy, paths)
-            log_ratio = path_log_ratio(self.reference, xs, means)
-        return log_ratio + paths.log_reward.double() - self.reference.terminal_log_prob(xs[:, -1])
+                if base is not None:
+                    means = means + (base - a * xs[:, :-1])
+            log_ratio = path_log_ratio(self.reference, xs, means, base)
+        return log_ratio + paths.log_reward.double() - self.terminal_reference_log_prob(xs[:, -1])
+
+    def base_means(self, xs: Tensor) -> Optional[Tensor]:
+        """The step means a_i x_i + b_i u0(i, x_i) of the base chain along paths (n, K, d), without gradient (None
+        without a base control)."""
+        if self.base_control is None:
+            return None
+        a, b = self.reference.floats("a"), self.reference.floats("b")
+        with torch.no_grad():
+            return torch.stack([a[i] * xs[:, i] + b[i] * self.base_control(i, xs[:, i]) for i in range(self.steps)], 1)
 
     def reparametrised_log_weights(self, policy, n: int, generator: Optional[torch.Generator] = None,
                                    stl: bool = False, device=None, dtype=torch.float32) -> Tensor:
@@ -245,7 +264,8 @@ class SamplingProblem(ControlProblem):
         ref = self.reference
         x0 = self.sample_x0(n, generator, device, dtype)
         xs, _, _, log_ratio = controlled_paths(ref, self._recording_control(policy, feats, True, device, dtype), x0,
-                                               generator=generator, keep_means=False, log_ratio=not stl)
+                                               generator=generator, keep_means=False, log_ratio=not stl,
+                                               base=self.base_control)
         K = ref.K
         if stl:
             call = frozen_policy(policy)
@@ -255,7 +275,10 @@ class SamplingProblem(ControlProblem):
             for i in range(K):
                 args = (i * ref.h, xs[:, i], feats[i]) if langevin else (i * ref.h, xs[:, i])
                 us.append(call(*args))
+            base = self.base_means(xs)
             means = torch.stack([a[i] * xs[:, i] + b[i] * us[i] for i in range(K)], 1)
-            log_ratio = path_log_ratio(ref, xs, means)
+            if base is not None:
+                means = means + (base - torch.stack([a[i] * xs[:, i] for i in range(K)], 1))
+            log_ratio = path_log_ratio(ref, xs, means, base)
         log_r = self.log_reward(xs[:, -1])
-        return log_ratio + log_r.double() - ref.terminal_log_prob(xs[:, -1])
+        return log_ratio + log_r.double() - self.terminal_reference_log_prob(xs[:, -1])

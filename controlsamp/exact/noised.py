@@ -89,17 +89,27 @@ class NoisedMixture:
         covs = Phi @ self.covs @ Phi.T + Q
         return self.weights, means, 0.5 * (covs + covs.transpose(-1, -2))
 
+    def _factors(self, t) -> Tuple[Tensor, Tensor, Tensor]:
+        """(means (K, D), precisions (K, D, D), log w_k - log det(2 pi C_k)/2 (K,)) of p_t, kept for the last 256
+        distinct times (a sampler on a grid asks for the same few times again and again)."""
+        key = float(t)
+        cache = self.__dict__.setdefault("_cache", {})
+        if key not in cache:
+            w, mu, C = self.marginal(key)
+            L = torch.linalg.cholesky(C)  # (K, D, D)
+            half_logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+            const = torch.log(w) - half_logdet - 0.5 * C.shape[-1] * math.log(2 * math.pi)
+            if len(cache) >= 256:
+                cache.pop(next(iter(cache)))
+            cache[key] = (mu, torch.cholesky_inverse(L), const)
+        return cache[key]
+
     def _components(self, t, x: Tensor) -> Tuple[Tensor, Tensor]:
         """Per component: log w_k + log N(x; mean_k, C_k) (n, K) and C_k^{-1}(x - mean_k) (n, K, D)."""
-        w, mu, C = self.marginal(t)
-        L = torch.linalg.cholesky(C)  # (K, D, D)
+        mu, P, const = self._factors(t)
         diff = x.unsqueeze(1) - mu  # (n, K, D)
-        white = torch.linalg.solve_triangular(L, diff.unsqueeze(-1), upper=False).squeeze(-1)
-        half_logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)  # (K,)
-        D = x.shape[1]
-        log_comp = torch.log(w) - 0.5 * (white * white).sum(-1) - half_logdet - 0.5 * D * math.log(2 * math.pi)
-        prec_diff = torch.cholesky_solve(diff.unsqueeze(-1), L).squeeze(-1)
-        return log_comp, prec_diff
+        prec_diff = torch.einsum("kij,nkj->nki", P, diff)  # the K precisions, one batched product for all points
+        return const - 0.5 * (diff * prec_diff).sum(-1), prec_diff
 
     def log_prob(self, t, x) -> Tensor:
         r""":math:`\log p_t(x)` for points (n, D), float64 (n,)."""

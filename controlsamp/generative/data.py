@@ -58,28 +58,33 @@ def _split(n: int, test_fraction: float, seed: int) -> Tuple[Tensor, Tensor]:
 
 
 @functools.lru_cache(maxsize=1)
-def _digits_array() -> np.ndarray:
+def _digits_arrays() -> Tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("controlsamp.generative.data.digits needs scikit-learn, which ships the 8x8 digits "
                           "(no download): pip install scikit-learn") from exc
-    x = np.asarray(load_digits().data, dtype=np.float64)
+    bunch = load_digits()
+    x, y = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target, dtype=np.int64)
     x.setflags(write=False)
-    return x
+    y.setflags(write=False)
+    return x, y
 
 
-def digits(split: str = "train", test_fraction: float = 0.2, seed: int = 0) -> Tensor:
+def digits(split: str = "train", test_fraction: float = 0.2, seed: int = 0, return_labels: bool = False):
     """scikit-learn's 8x8 digits as integer levels 0..16 (float64, shape (N, 64); rows in the data set's order):
     ``split`` ``"train"`` or ``"test"`` of a seeded random split (``test_fraction`` of the 1797 images in the test
-    set: 359 of them by default; the two are disjoint and together all), or ``"all"``."""
+    set: 359 of them by default; the two are disjoint and together all), or ``"all"``. ``return_labels``: also the
+    class of each image, (N,) int64 (a pair (images, labels))."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
-    x = torch.from_numpy(_digits_array().copy())
-    if split == "all":
-        return x
-    train, test = _split(x.shape[0], test_fraction, check_seed(seed))
-    return x[train if split == "train" else test]
+    xa, ya = _digits_arrays()
+    x, y = torch.from_numpy(xa.copy()), torch.from_numpy(ya.copy())
+    if split != "all":
+        train, test = _split(x.shape[0], test_fraction, check_seed(seed))
+        rows = train if split == "train" else test
+        x, y = x[rows], y[rows]
+    return (x, y) if return_labels else x
 
 
 def _check_levels(levels) -> int:

@@ -10,7 +10,11 @@ sampler     reference / parametrisation                                source
             of the control + corrector matching (a Schrödinger bridge)
 `AIS`       annealed importance sampling, MALA moves (nothing to train)   Neal 2001
 `SMC`       SMC, adaptive tempering, systematic resampling, MALA moves    Del Moral et al. 2006
+`RTB`       a diffusion prior's reverse chain (controlsamp.generative);  Venkatraman et al. 2024
+            posterior p(x) r(x) / Z by relative trajectory balance
 ==========  =========================================================  ==========================
+
+``SAMPLERS`` (and the CLI's ``run``) hold the samplers of a target alone; ``RTB`` also takes a prior.
 
 Losses: every objective of :mod:`controlsamp.control.objectives` (``kl``, ``lv``, ``tb``, ``vargrad``,
 ``am``, ...); off-policy exploration, replay buffer and local search (:mod:`.offpolicy`, Sendera et al. 2024).
@@ -21,6 +25,7 @@ from .dds import DDS
 from .dis import DIS
 from .montecarlo import AIS, SMC
 from .pis import PIS
+from .rtb import RTB, PosteriorProblem
 
 SAMPLERS = {"pis": PIS, "dds": DDS, "dis": DIS, "asbs": ASBS, "ais": AIS, "smc": SMC}
 
@@ -32,4 +37,4 @@ def get(name: str):
     return SAMPLERS[name]
 
 
-__all__ = ["DiffusionSampler", "PIS", "DDS", "DIS", "ASBS", "AIS", "SMC", "LOSSES", "SAMPLERS", "get"]
+__all__ = ["DiffusionSampler", "PIS", "DDS", "DIS", "ASBS", "AIS", "SMC", "RTB", "PosteriorProblem", "LOSSES", "SAMPLERS", "get"]

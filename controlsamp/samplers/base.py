@@ -82,7 +82,7 @@ class DiffusionSampler:
         if policy is not None and not isinstance(policy, nn.Module):
             raise ValueError(f"policy must be a torch.nn.Module (t, x) -> u or None; got {type(policy).__name__}")
         device, dtype = check_device(device), check_dtype(dtype)
-        self.problem = SamplingProblem(target, reference, check_positive(score_clip, "score_clip"))
+        self.problem = self._make_problem(target, reference, check_positive(score_clip, "score_clip"))
         self.target, self.reference, self.dim = target, reference, target.dim
         self.steps, self.T = reference.K, reference.T
         self.device, self.dtype = device, dtype
@@ -98,6 +98,10 @@ class DiffusionSampler:
         self.policy = policy.to(device=self.device, dtype=dtype)
         self.objective: Optional[Objective] = None
         self.history: Dict[str, List[float]] = {}
+
+    def _make_problem(self, target: Target, reference: DiscretisedReference, score_clip: float) -> SamplingProblem:
+        """The sampling problem this sampler trains on (a subclass may pose another, e.g. a posterior)."""
+        return SamplingProblem(target, reference, score_clip)
 
     @property
     def target_evals(self) -> int:

@@ -80,7 +80,8 @@ class ChainPaths(NamedTuple):
 def controlled_paths(reference: DiscretisedReference, control: Callable[[int, Tensor], Tensor], x0: Tensor,
                      noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
                      explore: float = 0.0, record: bool = True, detach_states: bool = False,
-                     keep_means: bool = True, log_ratio: bool = False, block: int = 16) -> ChainPaths:
+                     keep_means: bool = True, log_ratio: bool = False, block: int = 16,
+                     base: Optional[Callable[[int, Tensor], Tensor]] = None) -> ChainPaths:
     r"""Paths of the controlled chain :math:`x_{i+1} = a_i x_i + b_i u_i + \sqrt{v_i + \epsilon^2 h}\,\xi_i`,
     :math:`u_i` = ``control(i, x_i)``; ``explore`` = :math:`\epsilon` widens the noise (exploration, Sendera et
     al. 2024: the behaviour law differs from the model, whose step density keeps v_i). Differentiable when
@@ -92,7 +93,10 @@ def controlled_paths(reference: DiscretisedReference, control: Callable[[int, Te
     in blocks of ``block`` steps during the rollout (terms in the paths' dtype, the sum over steps in float64):
     a block's arrays are still in cache, one pass over the whole (n, K, d) path afterwards costs several times
     more on a memory-bound CPU, and a pass per step costs a few operations' dispatch per step.
-    ``keep_means``: stack the step means (else None). Returns a :class:`ChainPaths`."""
+    ``keep_means``: stack the step means (else None). ``base``: a fixed control :math:`u^0_i` = ``base(i, x_i)``
+    added to the mean, :math:`x_{i+1} = a_i x_i + b_i(u^0_i + u_i) + \dots`, so that the chain without ``control``
+    is another Markov chain (e.g. a pretrained diffusion model's) and the log-ratio is against that chain
+    (:math:`\delta_i = b_i u_i` only). Returns a :class:`ChainPaths`."""
     if block < 1:
         raise ValueError(f"block must be a positive integer; got {block}")
     n, d, K = x0.shape[0], x0.shape[1], reference.K
@@ -119,7 +123,8 @@ def controlled_paths(reference: DiscretisedReference, control: Callable[[int, Te
                 term = torch.linalg.vecdot(dl, torch.add(dl, resid[:, lo:i + 1].transpose(0, 1), alpha=2.0))
                 state["lr"] = state["lr"] + (term.double() * neg_half_prec[lo:i + 1, None]).sum(0)
                 deltas.clear()
-        return torch.add(delta, x, alpha=a[i])  # a_i x + b_i u_i
+        m = torch.add(delta, x, alpha=a[i])  # a_i x + b_i u_i
+        return m if base is None else m + b[i] * base(i, x)
 
     xs, means, noise = rollout(mean, lambda i, xi: resid[:, i], x0, K, noise, record=record,
                                detach_states=detach_states, keep_means=keep_means)
@@ -153,22 +158,24 @@ def reference_reversal(reference: DiscretisedReference, xK: Tensor, generator: O
 
 
 def step_log_ratio(reference: DiscretisedReference, x: Tensor, x_next: Tensor, mean: Tensor,
-                   steps: Optional[Sequence[int]] = None) -> Tensor:
+                   steps: Optional[Sequence[int]] = None, base_mean: Optional[Tensor] = None) -> Tensor:
     r"""Per-step :math:`\log\mathcal N(x_{i+1}; a_i x_i, v_i I) - \log\mathcal N(x_{i+1}; m_i, v_i I)`, returned in
     float64 (the residuals are formed in the paths' dtype), for x, x_next, mean of shape (n, K, d) (all steps; or the steps ``steps``). With :math:`\delta = m - a x`
     and :math:`e = x_{i+1} - m` it is :math:`-\delta\cdot(2e + \delta) / (2 v_i)`, which has no cancellation
-    between two large quadratic forms. Returns (n, K)."""
+    between two large quadratic forms. ``base_mean``: the step means of the chain to compare against instead of
+    the reference's :math:`a_i x_i` (a chain with a fixed control, see :func:`controlled_paths`). Returns (n, K)."""
     idx = slice(None) if steps is None else torch.as_tensor(steps, device=x.device)
     a = reference.coef("a", x.device, x.dtype)[idx]
     v = reference.coef("v", x.device)[idx]
-    delta = mean - a.unsqueeze(-1) * x  # residuals in the paths' dtype, sums over steps in float64
+    delta = mean - (a.unsqueeze(-1) * x if base_mean is None else base_mean)  # in the paths' dtype; sums in float64
     return -(delta * (2 * (x_next - mean) + delta)).sum(-1).double() / (2 * v)
 
 
-def path_log_ratio(reference: DiscretisedReference, xs: Tensor, means: Tensor) -> Tensor:
+def path_log_ratio(reference: DiscretisedReference, xs: Tensor, means: Tensor,
+                   base_means: Optional[Tensor] = None) -> Tensor:
     r"""The discrete Girsanov log-ratio :math:`\log\frac{dP^{ref}}{dP^u}` of paths xs (n, K+1, d) whose model
     step means are ``means`` (n, K, d): the sum of :func:`step_log_ratio`, (n,) float64. For a path the
     model drew itself (:math:`x_{i+1} = m_i + \sqrt{v_i}\xi_i`, :math:`m_i = a_i x_i + b_i u_i`) it equals
     :math:`-\sum_i (b_i/\sqrt{v_i})\,u_i\cdot\xi_i - \sum_i b_i^2 |u_i|^2 / (2 v_i)`; for Euler
     (:math:`b_i^2/v_i = h`) that is :math:`-\sum u\cdot\Delta W - \tfrac h2\sum |u|^2`."""
-    return step_log_ratio(reference, xs[:, :-1], xs[:, 1:], means).sum(1)
+    return step_log_ratio(reference, xs[:, :-1], xs[:, 1:], means, base_mean=base_means).sum(1)
