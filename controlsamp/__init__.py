@@ -1,7 +1,7 @@
 """controlsamp: sampling, bridging and control with diffusions, checked against exact answers.
 
 Layers (imports point down only): _validate, weights, training -> targets, processes, metrics -> exact, sde,
-langevin -> control -> samplers, bridges, generative -> train, cli. See docs/architecture.md.
+langevin -> control -> generative -> samplers, bridges -> train, cli. See docs/architecture.md.
 
 Importing the package sets torch to one intra-op CPU thread unless you have chosen a count
 (CONTROLSAMP_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS, or torch.set_num_threads before the import);

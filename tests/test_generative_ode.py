@@ -202,6 +202,9 @@ def test_cld_data_log_likelihood_is_tight_for_exact_model():
     dens = sum(w * stats.multivariate_normal(m, S).pdf(x0.numpy()) for w, m, S in zip(MIX_W, MIX_M, MIX_S))
     assert np.abs(est.numpy() - np.log(dens)).max() < 1e-3
     assert src.velocity_var == pytest.approx(vv, rel=1e-12)  # the source knows its velocity law
+    with_info, info = cld_data_log_likelihood(src, x0, velocity_samples=2, velocity_var=vv, return_info=True,
+                                              generator=torch.Generator().manual_seed(7), rtol=1e-7, atol=1e-7)
+    assert torch.equal(with_info, est) and info["nfe"] > 0
     again = cld_data_log_likelihood(src, x0, velocity_samples=2, generator=torch.Generator().manual_seed(7),
                                     rtol=1e-7, atol=1e-7)
     assert torch.equal(again, est)

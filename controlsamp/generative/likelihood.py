@@ -172,7 +172,7 @@ def log_likelihood(source, x, divergence: str = "exact", method: str = "dopri5",
 
 
 def cld_data_log_likelihood(source, x0, velocity_samples: int = 1, velocity_var: Optional[float] = None,
-                            generator: Optional[torch.Generator] = None, **kwargs) -> Tensor:
+                            generator: Optional[torch.Generator] = None, return_info: bool = False, **kwargs):
     r"""A lower bound on the data log-likelihood :math:`\log p_{t_{\min}}(x)` of a CLD source (the bound of
     Dockhorn et al. 2022): :math:`\frac1K\sum_{k=1}^K [\log p_{t_{\min}}(x, v_k) - \log q(v_k)]`, :math:`v_k \sim q =
     \mathcal N(0, \gamma M I_d)`, an unbiased estimate of
@@ -186,10 +186,11 @@ def cld_data_log_likelihood(source, x0, velocity_samples: int = 1, velocity_var:
         velocity_samples: K, the velocity draws per point.
         velocity_var: :math:`\gamma M`; default ``source.velocity_var`` (a :class:`.model.DiffusionModel` has one).
         generator: for the velocity draws (and the Hutchinson probes).
+        return_info: also return :func:`log_likelihood`'s info of the phase-space solve (``nfe``, ...).
         **kwargs: passed to :func:`log_likelihood` (``divergence``, ``method``, ``rtol``, ``atol``, ...).
 
     Returns:
-        (n,) float64 nats.
+        (n,) float64 nats (and the info dict with ``return_info``).
     """
     check_source(source)
     if not isinstance(source.reference, CLD):
@@ -207,9 +208,10 @@ def cld_data_log_likelihood(source, x0, velocity_samples: int = 1, velocity_var:
     n = x0.shape[0]
     v = math.sqrt(velocity_var) * torch.randn(K * n, d, generator=generator, dtype=torch.float64)
     u = torch.cat([x0.repeat(K, 1), v], 1)
-    lp = log_likelihood(source, u, generator=generator, **kwargs)
+    lp, info = log_likelihood(source, u, generator=generator, return_info=True, **kwargs)
     log_q = -0.5 * (v * v).sum(1) / velocity_var - 0.5 * d * math.log(2 * math.pi * velocity_var)
-    return (lp - log_q).reshape(K, n).mean(0)
+    out = (lp - log_q).reshape(K, n).mean(0)
+    return (out, info) if return_info else out
 
 
 # ---------------------------------------------------------------------------------------------- bits per dim

@@ -10,11 +10,15 @@ sampler     reference / parametrisation                                source
             of the control + corrector matching (a Schrödinger bridge)
 `AIS`       annealed importance sampling, MALA moves (nothing to train)   Neal 2001
 `SMC`       SMC, adaptive tempering, systematic resampling, MALA moves    Del Moral et al. 2006
+`DiKL`      one-step generator x = g(z); reverse diffusive KL over VP     He et al. 2024
+            noise levels (a DSM score model of its samples, MALA posterior
+            estimates of the target's noised score)
 `RTB`       a diffusion prior's reverse chain (controlsamp.generative);  Venkatraman et al. 2024
             posterior p(x) r(x) / Z by relative trajectory balance
 ==========  =========================================================  ==========================
 
-``SAMPLERS`` (and the CLI's ``run``) hold the samplers of a target alone; ``RTB`` also takes a prior.
+``SAMPLERS`` (and the CLI's ``run``) hold the weighted samplers of a target alone; ``RTB`` also takes a prior, and
+``DiKL``'s samples carry no importance weight.
 
 Losses: every objective of :mod:`controlsamp.control.objectives` (``kl``, ``lv``, ``tb``, ``vargrad``,
 ``am``, ...); off-policy exploration, replay buffer and local search (:mod:`.offpolicy`, Sendera et al. 2024).
@@ -22,6 +26,7 @@ Losses: every objective of :mod:`controlsamp.control.objectives` (``kl``, ``lv``
 from .asbs import ASBS
 from .base import LOSSES, DiffusionSampler
 from .dds import DDS
+from .dikl import DiKL
 from .dis import DIS
 from .montecarlo import AIS, SMC
 from .pis import PIS
@@ -37,4 +42,4 @@ def get(name: str):
     return SAMPLERS[name]
 
 
-__all__ = ["DiffusionSampler", "PIS", "DDS", "DIS", "ASBS", "AIS", "SMC", "RTB", "PosteriorProblem", "LOSSES", "SAMPLERS", "get"]
+__all__ = ["DiffusionSampler", "PIS", "DDS", "DIS", "ASBS", "AIS", "SMC", "RTB", "PosteriorProblem", "DiKL", "LOSSES", "SAMPLERS", "get"]
