@@ -100,6 +100,17 @@ def test_a_trained_posterior_saves_loads_and_resumes(tmp_path):
         assert torch.equal(p, q)
 
 
+def test_off_policy_training_runs_on_the_prior_chain():
+    """Exploration noise, a replay buffer (whose backward paths are the reference's noising process) and VarGrad
+    all train RTB: finite losses, the buffer's backward iterations happen, and the policy moves off zero."""
+    prior = exact_prior(torch.float32)
+    rtb = cs.samplers.RTB(prior, log_r, steps=8, hidden=16, depth=1)
+    rtb.fit(iters=8, batch=32, loss="vargrad", explore=0.5, buffer=64, backward_every=2, lr=1e-2, progress=False)
+    assert all(math.isfinite(v) for v in rtb.history["loss"])
+    assert sum(rtb.history["backward"]) >= 2
+    assert any(float(p.detach().abs().max()) > 0 for p in rtb.policy.parameters())
+
+
 def test_rtb_errors_name_what_is_wrong():
     prior = exact_prior()
     with pytest.raises(ValueError, match="prior must be a score source"):
