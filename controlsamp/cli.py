@@ -586,7 +586,7 @@ def _add_fit_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-samples", type=_positive_int, default=2000, help="samples drawn for samples.npy and the metrics")
     p.add_argument("--nll-samples", type=_count, default=500,
                    help="held-out points whose log-likelihood is measured (probability-flow ODE; exact divergence "
-                        f"for state dimension <= {train_generative.EXACT_DIVERGENCE_MAX_DIM}, else Hutchinson's "
+                        f"for data dimension <= {train_generative.EXACT_DIVERGENCE_MAX_DIM}, else Hutchinson's "
                         "estimate; 0: none)")
     p.add_argument("--n-train", type=_positive_int, default=10_000, help="training points of a toy set")
     p.add_argument("--n-test", type=_positive_int, default=2_000, help="held-out points of a toy set")

@@ -53,8 +53,8 @@ REFERENCES = {"vp": dict(schedule="linear", beta_min=0.1, beta_max=20.0),
               "cld": dict(beta=4.0, M=0.25, gamma=0.04)}
 # The files of a generative run in ``out``: a new run into a folder holding any of them replaces them all.
 GENERATIVE_FILES = ("job.json", "checkpoint.pt", "model.pt", "metrics.json", "samples.npy", "samples.png")
-# The likelihood's divergence is exact (one vector-Jacobian product per coordinate) up to this state dimension,
-# Hutchinson's estimate above it.
+# The likelihood's divergence is exact (one vector-Jacobian product per state coordinate) up to this data dimension
+# (so CLD, whose state is twice the data, keeps the exact divergence on the same data), Hutchinson's estimate above.
 EXACT_DIVERGENCE_MAX_DIM = 16
 
 
@@ -84,7 +84,7 @@ def make_reference(name: str, dim: int, max_distance: Optional[float] = None):
 
 def _nll(model: DiffusionModel, x: torch.Tensor, seed: int) -> dict:
     """Negative log-likelihood of held-out points x (n, data_dim) under the model's probability-flow ODE."""
-    divergence = "exact" if model.state_dim <= EXACT_DIVERGENCE_MAX_DIM else "hutchinson"
+    divergence = "exact" if model.data_dim <= EXACT_DIVERGENCE_MAX_DIM else "hutchinson"
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     if model.velocity:  # CLD: the velocity marginalised, Dockhorn et al.'s bound
@@ -177,7 +177,7 @@ def run_generative_job(data: str = "moons", reference: str = "vp", parametrisati
     ``t_sampling``, ``iters``, ``batch``, ``lr``, ``lr_schedule`` (None or "cosine"): its training
     (:meth:`~controlsamp.generative.DiffusionModel.fit`). ``sampler``, ``steps``: the sampler of
     :func:`~controlsamp.generative.sample` that draws ``n_samples``. ``nll_samples``: held-out points whose
-    likelihood is measured (0: none), with the exact divergence up to state dimension
+    likelihood is measured (0: none), with the exact divergence up to data dimension
     :data:`EXACT_DIVERGENCE_MAX_DIM`, Hutchinson's estimate above.
 
     ``resume``: continue the training state in ``out/checkpoint.pt`` (there must be one, and the job must have the
