@@ -28,6 +28,7 @@ from .base import LOSSES, DiffusionSampler
 from .dds import DDS
 from .dikl import DiKL
 from .dis import DIS
+from .egnn import EGNNGenerator
 from .montecarlo import AIS, SMC
 from .pis import PIS
 from .rtb import RTB, PosteriorProblem
@@ -42,4 +43,4 @@ def get(name: str):
     return SAMPLERS[name]
 
 
-__all__ = ["DiffusionSampler", "PIS", "DDS", "DIS", "ASBS", "AIS", "SMC", "RTB", "PosteriorProblem", "DiKL", "LOSSES", "SAMPLERS", "get"]
+__all__ = ["DiffusionSampler", "PIS", "DDS", "DIS", "ASBS", "AIS", "SMC", "RTB", "PosteriorProblem", "DiKL", "EGNNGenerator", "LOSSES", "SAMPLERS", "get"]

@@ -20,7 +20,7 @@ is equivariant under permutations of the particles, orthogonal maps (rotations a
 with invariant coefficients.
 
 As a generator, :math:`z \sim \mathcal N(0, I_{Ns})` is first centred (its particles' mean is removed), the layers
-are applied and the output is centred again, so :math:`g(Rz + t) = R\,g(z)` for every orthogonal :math:`R` and
+are applied (the last without the feature update, which nothing would read) and the output is centred again, so :math:`g(Rz + t) = R\,g(z)` for every orthogonal :math:`R` and
 translation :math:`t` of all particles, and every output has centre of mass 0 (the centre-of-mass-free subspace
 where the translation-invariant particle energies are normalisable). The last layer of every :math:`\phi_x` is
 zero at initialisation, so the generator starts as the centring map: its initial law is the centred Gaussian.
@@ -43,15 +43,17 @@ def _mlp(width_in: int, hidden: int, width_out: int) -> nn.Sequential:
 
 class EGNNLayer(nn.Module):
     r"""One equivariant layer (eqs. 3-6 of Satorras et al. 2021, see the module docstring) on a fully connected
-    graph: ``(h (..., N, H), x (..., N, s)) -> (h, x)``. The last layer of :math:`\phi_x` starts at zero."""
+    graph: ``(h (..., N, H), x (..., N, s)) -> (h, x)``. The last layer of :math:`\phi_x` starts at zero. With
+    ``update_features=False`` (the generator's last layer, whose features nothing reads) there is no :math:`\phi_h`
+    and ``h`` is returned unchanged."""
 
-    def __init__(self, hidden: int):
+    def __init__(self, hidden: int, update_features: bool = True):
         super().__init__()
         self.phi_e = nn.Sequential(nn.Linear(2 * hidden + 1, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
         self.phi_x = _mlp(hidden, hidden, 1)
         nn.init.zeros_(self.phi_x[-1].weight)
         nn.init.zeros_(self.phi_x[-1].bias)
-        self.phi_h = _mlp(2 * hidden, hidden, hidden)
+        self.phi_h = _mlp(2 * hidden, hidden, hidden) if update_features else None
 
     def forward(self, h: Tensor, x: Tensor):
         N = x.shape[-2]
@@ -63,7 +65,8 @@ class EGNNLayer(nn.Module):
         off = 1.0 - torch.eye(N, dtype=x.dtype, device=x.device)[..., None]  # no self-edges
         m = m * off
         x = x + (diff * (self.phi_x(m) * off)).sum(-2) / (N - 1)
-        h = h + self.phi_h(torch.cat([h, m.sum(-2)], -1))
+        if self.phi_h is not None:
+            h = h + self.phi_h(torch.cat([h, m.sum(-2)], -1))
         return h, x
 
 
@@ -90,7 +93,8 @@ class EGNNGenerator(nn.Module):
         self.hidden = check_dim(hidden, "hidden")
         self.dim = self.n_particles * self.spatial_dim
         self.h0 = nn.Parameter(0.1 * torch.randn(self.hidden))  # one learned feature vector for every particle
-        self.layers = nn.ModuleList(EGNNLayer(self.hidden) for _ in range(check_count(layers, "layers")))
+        L = check_count(layers, "layers")
+        self.layers = nn.ModuleList(EGNNLayer(self.hidden, update_features=k < L - 1) for k in range(L))
 
     def forward(self, z: Tensor) -> Tensor:
         if not isinstance(z, Tensor):
