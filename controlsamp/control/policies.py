@@ -27,6 +27,19 @@ class FourierTime(nn.Module):
         return torch.cat([torch.sin(ang), torch.cos(ang), t_col / self.T], dim=1)
 
 
+def zero_output_mlp(width_in: int, hidden: int, depth: int, width_out: int) -> nn.Sequential:
+    """``depth`` SiLU layers of width ``hidden`` and a linear output layer initialised at zero (the network starts
+    as the zero map), as one ``nn.Sequential`` (layers in that order)."""
+    layers, width = [], width_in
+    for _ in range(depth):
+        layers += [nn.Linear(width, hidden), nn.SiLU()]
+        width = hidden
+    last = nn.Linear(width, width_out)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return nn.Sequential(*layers, last)
+
+
 class MLPPolicy(nn.Module):
     r"""u(t, x) = NN([x, phi(t)]) + c(t) * h(x), an MLP on the state and Fourier time features phi(t).
 
@@ -46,14 +59,7 @@ class MLPPolicy(nn.Module):
             raise ValueError(f"feature must be a callable x -> (n, control_dim) or None; got {type(feature).__name__}")
         self.dim, self.control_dim = dim, control_dim
         self.time = FourierTime(T, n_freq)
-        layers, width = [], dim + self.time.out_dim
-        for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.SiLU()]
-            width = hidden
-        last = nn.Linear(width, control_dim)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-        self.net = nn.Sequential(*layers, last)
+        self.net = zero_output_mlp(dim + self.time.out_dim, hidden, depth, control_dim)
         self.feature = feature
         if feature is not None:
             gain_last = nn.Linear(hidden, control_dim)

@@ -28,7 +28,7 @@ from ..training import (Streams, descend, ema_copy, fit_loop, load_checkpoint, l
                         save_model)
 from .kernel import make_kernel
 from .parametrisation import check_parametrisation, eps_from_output
-from .score_matching import T_SAMPLINGS, WEIGHTINGS, TimeSampler, score_matching_loss
+from .score_matching import WEIGHTINGS, TimeSampler, score_matching_loss
 from .source import ScoreSource
 
 Tensor = torch.Tensor
@@ -167,8 +167,6 @@ class DiffusionModel(ScoreSource):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}; got {weighting!r}")
         times = TimeSampler(self.kernel, self.t_min, self.T, t_sampling)
-        if t_sampling not in T_SAMPLINGS:  # pragma: no cover - TimeSampler checks
-            raise ValueError(t_sampling)
         config = dict(self.config, iters=iters, batch=batch, lr=float(lr), weighting=weighting, t_sampling=t_sampling,
                       grad_clip=grad_clip, lr_schedule=lr_schedule, fit_seed=int(seed))
         n_done = len(self.history.get("loss", []))

@@ -11,6 +11,7 @@ and a prior at time T: ``prior_sample(n, generator)``, ``prior_log_prob(x)``.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Optional
 
 import torch
@@ -23,8 +24,9 @@ Tensor = torch.Tensor
 __all__ = ["ScoreSource", "ExactScore", "reference_prior"]
 
 
-class ScoreSource:
-    """Base of the score sources (see the module docstring): the shared prior and checks."""
+class ScoreSource(ABC):
+    """Base of the score sources (see the module docstring): the shared prior and checks; a subclass gives
+    ``score``."""
 
     reference = None
     data_dim: int
@@ -42,8 +44,9 @@ class ScoreSource:
         """Whether the state carries a velocity (CLD) and the score is the velocity score."""
         return isinstance(self.reference, CLD)
 
-    def score(self, t, x: Tensor) -> Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def score(self, t, x: Tensor) -> Tensor:
+        r""":math:`\nabla_x\log p_t(x)` (n, data_dim) at states x (n, state_dim); the velocity score for CLD."""
 
     def points(self, x, name: str = "x") -> Tensor:
         """x as (n, state_dim) on the source's device and dtype, with a clear error otherwise."""

@@ -45,15 +45,15 @@ Training goes through :func:`controlsamp.training.fit_loop` and its checkpoint s
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from .._validate import (check_count, check_device, check_dim, check_dtype, check_grad_clip, check_nonnegative,
+from .._validate import (check_count, check_device, check_dim, check_dtype, check_grad_clip,
                          check_positive, check_seed)
+from ..control.policies import zero_output_mlp
 from ..generative.model import DiffusionModel
 from ..generative.score_matching import TimeSampler, score_matching_loss
 from ..langevin import mala
@@ -75,14 +75,7 @@ class ResidualGenerator(nn.Module):
 
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3):
         super().__init__()
-        layers, width = [], dim
-        for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.SiLU()]
-            width = hidden
-        last = nn.Linear(width, dim)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-        self.net = nn.Sequential(*layers, last)
+        self.net = zero_output_mlp(dim, hidden, depth, dim)
 
     def forward(self, z: Tensor) -> Tensor:
         return z + self.net(z)
