@@ -13,7 +13,8 @@
   W2 between two independent exact sample sets of the evaluation's sizes: what a perfect sampler would
   show), ``sinkhorn`` (with its ``sinkhorn_eps``, on the first ``n_sinkhorn`` = 500 samples of each set, at
   most 2000 iterations: its cost per iteration is quadratic in the sample size), ``mode_coverage`` and
-  ``emc`` for mixtures; the settings and seeds of the run. A non-finite value is written as null (the file
+  ``emc`` for mixtures, ``energy_w2``, ``distance_w2``, ``energy_tv`` and ``distance_tv`` for particle targets
+  (the TVs over 200 bins spanning the reference's range, as iDEM and DiKL: :func:`metrics.histogram_tv`); the settings and seeds of the run. A non-finite value is written as null (the file
   is strict JSON);
 * ``checkpoint.pt`` (training state, for ``resume``) and ``sampler.pt`` (the trained sampler);
 * ``samples.png``: the samples over the target: its log-density for d = 2; for d > 2 the (x_0, x_1)
@@ -61,6 +62,7 @@ TARGET_DEFAULTS: Dict[str, dict] = {
     # dw4 in centre-of-mass-free coordinates: each coordinate has sd about 2.2 (long MALA runs)
     "dw4_com_free": dict(sigma=2.0, sinkhorn_eps=1.0),
     "lj13": dict(sigma=1.0, sinkhorn_eps=1.0),
+    "lj13_com_free": dict(sigma=1.0, sinkhorn_eps=1.0),
 }
 DEFAULT_SETTINGS = dict(sigma=1.0, sinkhorn_eps=1.0)
 
@@ -294,10 +296,12 @@ def evaluate(sampler, n: int = 2000, seed: int = 12345, n_ot: int = 2000, sinkho
                                                      stopThr=1e-6))
         if truth is not None and particles:
             xa, tb = x.detach().double().cpu(), truth.double().cpu()
-            with stage("energy and interatomic-distance W2"), torch.no_grad():
-                out.update(energy_w2=metrics.energy_w2(target.energy(xa), target.energy(tb)),
-                           distance_w2=metrics.wasserstein_1d(target.pairwise_distances(xa).reshape(-1),
-                                                              target.pairwise_distances(tb).reshape(-1)))
+            with stage("energy and interatomic-distance W2 and TV"), torch.no_grad():
+                ex, et = target.energy(xa), target.energy(tb)
+                dx, dt = target.pairwise_distances(xa).reshape(-1), target.pairwise_distances(tb).reshape(-1)
+                out.update(energy_w2=metrics.energy_w2(ex, et), distance_w2=metrics.wasserstein_1d(dx, dt))
+                if torch.isfinite(ex).all():  # TV: 200 bins over the reference's range (iDEM / DiKL)
+                    out.update(energy_tv=metrics.histogram_tv(ex, et), distance_tv=metrics.histogram_tv(dx, dt))
         if mixture:
             with stage("mode coverage"):
                 out.update(mode_coverage=metrics.mode_coverage(x, target), emc=metrics.emc(x, target))

@@ -93,6 +93,13 @@ def test_run_measures_a_particle_target_against_reference_samples(tmp_path):
     dists = lambda a: np.sort(np.concatenate([pdist(p.reshape(4, 2)) for p in t.positions(torch.from_numpy(a)).numpy()]))
     d_w2 = np.sqrt(np.mean((dists(x) - dists(ref)) ** 2))
     assert abs(m["distance_w2"] - d_w2) < 1e-4 * d_w2
+
+    def tv(a, b):  # 200 bins over the reference's range, each histogram normalised in range (iDEM / DiKL)
+        hb, edges = np.histogram(b, bins=200)
+        ha, _ = np.histogram(a, bins=edges)
+        return 0.5 * np.abs(ha / ha.sum() - hb / hb.sum()).sum()
+    assert abs(m["energy_tv"] - tv(energy(x), energy(ref))) < 1e-12
+    assert abs(m["distance_tv"] - tv(dists(x), dists(ref))) < 1e-12
     with pytest.raises(ValueError, match="reference must have shape"):
         train.run_job(target="dw4_com_free", sampler="dds", loss="lv", iters=1, batch=4, steps=5, out=str(tmp_path / "bad"),
                       progress=False, n_eval=10, reference=np.zeros((10, 8)))

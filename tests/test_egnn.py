@@ -143,3 +143,22 @@ def test_dikl_on_dw4_smoke():
     assert torch.isfinite(tg.energy(x)).all()
     assert x.reshape(256, 4, 2).mean(1).abs().max().item() < 1e-5
     assert model.target_evals > 0
+
+
+@pytest.mark.parametrize("N, s, name", [(4, 2, "dw4"), (13, 3, "lj13")])
+def test_com_free_output_is_the_coordinates_of_the_positions(N, s, name):
+    """output="com_free" returns B^T g(z) for the same weights: it equals CentreOfMassFree.coordinates of the
+    positions to 1e-12, maps back to them exactly (the positions are centred), and the com-free target's energy of it
+    is the particle energy of the positions."""
+    g = make(N, s)
+    c = EGNNGenerator(N, s, hidden=32, layers=3, output="com_free").to(D64)
+    c.load_state_dict(g.state_dict())
+    z = torch.randn(20, N * s, dtype=D64, generator=torch.Generator().manual_seed(3))
+    x, y = g(z), c(z)
+    tg = cs.targets.get(f"{name}_com_free")
+    assert y.shape == (20, (N - 1) * s)
+    assert torch.allclose(y, tg.coordinates(x), atol=1e-12, rtol=0)
+    assert torch.allclose(tg.positions(y), x, atol=1e-12, rtol=0)
+    assert torch.allclose(tg.energy(y), cs.targets.get(name).energy(x), atol=1e-9, rtol=1e-12)
+    with pytest.raises(ValueError, match="output"):
+        EGNNGenerator(N, s, output="coordinates")

@@ -3,7 +3,7 @@
 - importance weights: ``log_Z`` (estimate, bootstrap standard error), ``elbo``, ``eubo``, ``ess``;
 - transport between sample sets: ``w2`` (exact OT), ``sinkhorn`` (entropic plan cost, explicit eps),
   ``mmd`` (unbiased, Gaussian kernel, median heuristic ``median_bandwidth``), ``energy_w2`` and
-  ``wasserstein_1d`` (exact 1-d W2);
+  ``wasserstein_1d`` (exact 1-d W2), ``histogram_tv`` (total variation of 1-d histograms);
 - Gaussian mixtures: ``assign_modes``, ``mode_coverage``, ``emc``;
 - particle systems: ``interatomic_distances``, ``distance_histogram``, ``distance_histogram_w2``.
 - entropic OT benchmark (Gushchin et al. 2023): ``cbw2_uvp``, ``bw2_uvp``, with ``gaussian_fit`` and the
@@ -16,10 +16,10 @@ from .eot import bures_wasserstein_squared, bw2_uvp, cbw2_uvp, gaussian_fit
 from .importance import elbo, ess, eubo, log_Z, logmeanexp
 from .modes import assign_modes, emc, mode_coverage
 from .particles import distance_histogram, distance_histogram_w2, interatomic_distances
-from .transport import energy_w2, median_bandwidth, mmd, sinkhorn, w2, wasserstein_1d
+from .transport import energy_w2, histogram_tv, median_bandwidth, mmd, sinkhorn, w2, wasserstein_1d
 
 __all__ = ["log_Z", "elbo", "eubo", "ess", "logmeanexp",
-           "w2", "sinkhorn", "mmd", "median_bandwidth", "energy_w2", "wasserstein_1d",
+           "w2", "sinkhorn", "mmd", "median_bandwidth", "energy_w2", "wasserstein_1d", "histogram_tv",
            "assign_modes", "mode_coverage", "emc",
            "interatomic_distances", "distance_histogram", "distance_histogram_w2",
            "cbw2_uvp", "bw2_uvp", "bures_wasserstein_squared", "gaussian_fit"]

@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 import torch
 
 from .._validate import check_dim, check_points
-from .transport import _float64, wasserstein_1d
+from .transport import _float64, histogram_range, wasserstein_1d
 
 __all__ = ["interatomic_distances", "distance_histogram", "distance_histogram_w2"]
 
@@ -57,17 +57,7 @@ def distance_histogram(x, n_particles: int, spatial_dim: int, bins: int = 100,
     bins = check_dim(bins, "bins")
     d = interatomic_distances(x.detach() if isinstance(x, torch.Tensor) else x, n_particles, spatial_dim)
     d = d.reshape(-1).cpu()
-    if range is None:
-        lo, hi = float(d.min()), float(d.max())
-        if lo == hi:
-            lo, hi = lo - 0.5, hi + 0.5  # numpy's convention for a degenerate range
-    else:
-        try:
-            lo, hi = (float(v) for v in range)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"range must be a pair (low, high); got {range!r}") from exc
-        if not lo < hi:
-            raise ValueError(f"range must satisfy low < high; got {range!r}")
+    lo, hi = histogram_range(d, range)
     counts, edges = torch.histogram(d, bins=bins, range=(lo, hi), density=True)
     return counts, edges
 

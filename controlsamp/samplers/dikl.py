@@ -6,7 +6,12 @@ trained on an unnormalised target :math:`\tilde\pi = e^{-E}`.
 :math:`x_t = \alpha_t x + \sigma_t\epsilon`, at the levels :math:`t_1 < \dots < t_L` (a uniform grid on
 :math:`[t_{\min}, t_{\max}]`); with :math:`q_t` the generator's noised law and :math:`p_t` the target's,
 
-.. math:: \mathcal D(\theta) = \frac1L\sum_{k=1}^L w_k\,\mathrm{KL}(q_{t_k}\,\|\,p_{t_k}), \qquad w_k = \sigma_{t_k}^2 .
+.. math:: \mathcal D(\theta) = \frac1L\sum_{k=1}^L w_k\,\mathrm{KL}(q_{t_k}\,\|\,p_{t_k}), \qquad
+          w_k = \sigma_{t_k}^2\ (\text{default}),\ 1\ (\texttt{"uniform"})\text{ or }1/\alpha_{t_k}\ (\texttt{"1/alpha"}).
+
+Each step estimates it either at every level for each latent (``level_sampling="all"``) or at one level drawn
+uniformly per latent (``"random"``, as the authors' code does: :math:`L` times fewer target evaluations per latent,
+the same expectation).
 
 **Gradient.** With :math:`x_t = \alpha_t g_\theta(z) + \sigma_t\epsilon` (the :math:`\theta`-score term of
 :math:`q_t` has mean zero),
@@ -14,8 +19,8 @@ trained on an unnormalised target :math:`\tilde\pi = e^{-E}`.
 .. math:: \nabla_\theta\mathcal D = \frac1L\sum_k w_k\,\mathbb E_{z,\epsilon}\Big[\big(\nabla\log q_{t_k}(x_{t_k})
           - \nabla\log p_{t_k}(x_{t_k})\big)^\top \frac{\partial x_{t_k}}{\partial\theta}\Big],
 
-so the generator descends the surrogate :math:`\frac1L\sum_k w_k\,\mathrm{mean}_i\,
-[\mathrm{sg}(s_q - s_p)\cdot x_{t_k}]` (its value is not the divergence; its gradient is the divergence's).
+so the generator descends the surrogate :math:`\mathrm{mean}_{(i, k)}\,w_k\,[\mathrm{sg}(s_q - s_p)\cdot
+x_{t_k}]` over the drawn (latent, level) pairs (its value is not the divergence; its gradient is the divergence's).
 
 * :math:`s_q \approx \nabla\log q_t`: a :class:`~controlsamp.generative.DiffusionModel` on the same VP reference,
   trained by denoising score matching (:func:`~controlsamp.generative.score_matching.score_matching_loss`) on
@@ -38,6 +43,9 @@ so the generator descends the surrogate :math:`\frac1L\sum_k w_k\,\mathrm{mean}_
   For :math:`\tilde\pi = \mathcal N(0, I)` every sample has :math:`x_0 + \nabla\log\tilde\pi(x_0) = 0`, so the
   estimate is :math:`-x_t` exactly. The target is evaluated through one
   :class:`~controlsamp.targets.TargetEvaluator` (counted, NaN / inf reported).
+
+**Cost**: one generator step evaluates the target (value and score together) rows x M x (1 + MALA steps) times,
+with rows = batch x L for ``"all"`` and batch for ``"random"``.
 
 The generator has no tractable density, so :meth:`DiKL.sample` returns log-weights of NaN (unknown), not zeros
 (which would report log Z = 0 and a perfect ESS); :attr:`DiKL.weighted` is False (samples are used as drawn).
@@ -67,6 +75,7 @@ Tensor = torch.Tensor
 __all__ = ["DiKL", "ResidualGenerator", "posterior_score"]
 
 ACCEPT = 0.574
+WEIGHTINGS = ("sigma2", "uniform", "1/alpha")
 
 
 class ResidualGenerator(nn.Module):
@@ -158,7 +167,12 @@ class DiKL:
             (identity plus an MLP of width ``hidden`` and depth ``depth``, starting as the identity).
         latent_dim: the dimension of z (default the target's).
         levels, t_min, t_max: the noise levels, a uniform grid of ``levels`` times on ``[t_min, t_max]`` of
-            ``VP(dim)`` (linear schedule, beta in [0.1, 20]); weights :math:`w_k = \sigma_{t_k}^2`.
+            ``VP(dim, beta_min=beta_min, beta_max=beta_max)`` (linear rate from beta_min at t = 0 to beta_max at
+            t = 1; the default [0.1, 20] is Song et al.'s; per target, He et al. choose the schedule's end points).
+        weighting: the level weights :math:`w_k`: ``"sigma2"`` (:math:`\sigma_{t_k}^2`), ``"uniform"`` (1) or
+            ``"1/alpha"`` (:math:`1/\alpha_{t_k}`; He et al.'s code uses "1/alpha" on MoG-40 and MW-32, "uniform"
+            on DW-4 and LJ-13).
+        level_sampling: ``"all"`` (every level for every latent) or ``"random"`` (one uniform level per latent).
         inner_steps: DSM Adam steps of the score model :math:`s_q` per generator step.
         score_hidden, score_depth, score_ema: the score model's MLP and EMA decay.
         posterior_particles, mala_steps: M and the MALA steps of the posterior sampler of :math:`s_p`.
@@ -173,14 +187,20 @@ class DiKL:
     def __init__(self, target: Target, generator: Optional[nn.Module] = None, latent_dim: Optional[int] = None,
                  hidden: int = 128, depth: int = 3, levels: int = 30, t_min: float = 0.01, t_max: float = 1.0,
                  inner_steps: int = 10, score_hidden: int = 128, score_depth: int = 3, score_ema: float = 0.99,
-                 posterior_particles: int = 16, mala_steps: int = 20, seed: int = 0, device="cpu", dtype=None):
+                 posterior_particles: int = 16, mala_steps: int = 20, beta_min: float = 0.1, beta_max: float = 20.0,
+                 weighting: str = "sigma2", level_sampling: str = "all", seed: int = 0, device="cpu", dtype=None):
         self.target = check_target(target)
         self.dim = dim = target.dim
         self.latent_dim = dim if latent_dim is None else check_dim(latent_dim, "latent_dim")
         hidden, depth = check_dim(hidden, "hidden"), check_count(depth, "depth")
         self.levels = check_dim(levels, "levels")
         t_min, t_max = check_positive(t_min, "t_min"), check_positive(t_max, "t_max")
-        self.reference = VP(dim)
+        self.reference = VP(dim, beta_min=beta_min, beta_max=beta_max)
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}; got {weighting!r}")
+        if level_sampling not in ("all", "random"):
+            raise ValueError(f"level_sampling must be 'all' or 'random'; got {level_sampling!r}")
+        self.weighting, self.level_sampling = weighting, level_sampling
         if not t_min < self.reference.T:
             raise ValueError(f"t_min must lie in (0, T) = (0, {self.reference.T}); got {t_min}")
         if not t_min <= t_max <= self.reference.T:
@@ -220,13 +240,14 @@ class DiKL:
         self.times = torch.linspace(t_min, t_max, self.levels, dtype=torch.float64)
         alpha, sigma2 = self.reference.marginal_coefficients(self.times)
         self.alpha, self.sigma2 = alpha, sigma2
-        self.weights = sigma2.clone()
+        self.weights = {"sigma2": sigma2.clone(), "uniform": torch.ones_like(sigma2), "1/alpha": 1.0 / alpha}[weighting]
         self.evaluator = TargetEvaluator(target)
         self.mala_step = (0.5 / (alpha ** 2 / sigma2 + 1.0)).clone()  # per level, adapted while training
         self.config = dict(dim=dim, latent_dim=self.latent_dim, levels=self.levels, t_min=t_min, t_max=t_max,
                            inner_steps=self.inner_steps, score=self.score_model.config,
                            posterior_particles=self.particles, mala_steps=self.mala_steps, seed=seed,
-                           weighting="sigma2", reference=repr(self.reference), **gen_desc)
+                           weighting=weighting, level_sampling=level_sampling, reference=repr(self.reference),
+                           **gen_desc)
         self.history: Dict[str, List[float]] = {}
 
     # ------------------------------------------------------------------ counting
@@ -258,37 +279,50 @@ class DiKL:
     # ------------------------------------------------------------------ the generator's loss
     def surrogate_loss(self, n: int, generator: torch.Generator, score_q=None, score_p=None
                        ) -> Tuple[Tensor, Dict[str, float]]:
-        r"""The surrogate whose gradient in the generator's parameters is the diffusive KL's: ``n`` latents, every
-        level, one noise each. ``score_q`` / ``score_p``: callables ``(t, x_t) -> (n, d)`` replacing the learned
-        :math:`s_q` (raw network) and the posterior estimate of :math:`s_p` (e.g. exact scores)."""
-        L, d = self.levels, self.dim
-        z = torch.randn(n, self.latent_dim, generator=generator, device=self.device, dtype=self.dtype)
+        r"""The surrogate whose gradient in the generator's parameters is the diffusive KL's: ``n`` latents, each at
+        every level (``level_sampling="all"``) or at one uniformly drawn level (``"random"``), one noise each.
+        ``score_q`` / ``score_p``: callables ``(t, x_t) -> (m, d)`` replacing the learned :math:`s_q` (raw network)
+        and the posterior estimate of :math:`s_p` (e.g. exact scores)."""
+        L, d, dev, dt = self.levels, self.dim, self.device, self.dtype
+        z = torch.randn(n, self.latent_dim, generator=generator, device=dev, dtype=dt)
         x = self.generator(z)
-        eps = torch.randn(L, n, d, generator=generator, device=self.device, dtype=self.dtype)
-        a = self.alpha.to(self.device, self.dtype)[:, None, None]
-        s = self.sigma2.sqrt().to(self.device, self.dtype)[:, None, None]
-        xt = a * x.unsqueeze(0) + s * eps  # (L, n, d)
+        if self.level_sampling == "all":  # level-major rows: row j is latent j % n at level j // n
+            lev = torch.arange(L, device=dev).repeat_interleave(n)
+            x = x.repeat(L, 1)
+        else:
+            lev = torch.randint(L, (n,), generator=generator, device=dev)
+        eps = torch.randn(len(lev), d, generator=generator, device=dev, dtype=dt)
+        a = self.alpha.to(dev, dt)[lev]
+        s2 = self.sigma2.to(dev, dt)[lev]
+        xt = a[:, None] * x + s2.sqrt()[:, None] * eps
         xd = xt.detach()
+        levels = lev.unique().tolist()
         with torch.no_grad():
             if score_q is None:
-                tt = self.times.to(self.device, self.dtype).repeat_interleave(n)
-                sq = self.score_model.score(tt, xd.reshape(L * n, d), use_ema=False).reshape(L, n, d)
+                sq = self.score_model.score(self.times.to(dev, dt)[lev], xd, use_ema=False)
             else:
-                sq = torch.stack([score_q(float(self.times[k]), xd[k]) for k in range(L)])
+                sq = torch.empty_like(xd)
+                for k in levels:
+                    rows = lev == k
+                    sq[rows] = score_q(float(self.times[k]), xd[rows])
             info: Dict[str, float] = {}
             if score_p is None:
-                steps = self.mala_step.to(self.device, self.dtype).repeat_interleave(n)
-                sp, pinfo = posterior_score(self.evaluator, xd.reshape(L * n, d),
-                                            self.alpha.to(self.device, self.dtype).repeat_interleave(n),
-                                            self.sigma2.to(self.device, self.dtype).repeat_interleave(n),
-                                            self.particles, self.mala_steps, generator, step=steps)
-                sp = sp.reshape(L, n, d)
-                self.mala_step = pinfo["step"].reshape(L, n).double().log().mean(1).exp().cpu()
+                steps = self.mala_step.to(dev, dt)[lev]
+                sp, pinfo = posterior_score(self.evaluator, xd, a, s2, self.particles, self.mala_steps, generator,
+                                            step=steps)
+                # each level's step: the geometric mean of its rows' adapted steps (levels not drawn keep theirs)
+                lev_c = lev.cpu()
+                sums = torch.zeros(L, dtype=torch.float64).index_add_(0, lev_c, pinfo["step"].double().log().cpu())
+                counts = torch.bincount(lev_c, minlength=L)
+                self.mala_step = torch.where(counts > 0, (sums / counts.clamp(min=1)).exp(), self.mala_step)
                 info["accept"] = pinfo["accept"]
             else:
-                sp = torch.stack([score_p(float(self.times[k]), xd[k]) for k in range(L)])
+                sp = torch.empty_like(xd)
+                for k in levels:
+                    rows = lev == k
+                    sp[rows] = score_p(float(self.times[k]), xd[rows])
             diff = sq - sp
-            w = self.weights.to(self.device, self.dtype)[:, None]
+            w = self.weights.to(dev, dt)[lev]
             info["fisher"] = float((w * (diff * diff).sum(-1)).mean())
         loss = (w * (diff * xt).sum(-1)).mean()
         return loss, info

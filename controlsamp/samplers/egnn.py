@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .._validate import check_count, check_dim
+from ..targets.particles import centre_of_mass_free_basis
 
 Tensor = torch.Tensor
 
@@ -79,12 +80,18 @@ class EGNNGenerator(nn.Module):
         n_particles: N (at least 2). spatial_dim: s.
         hidden: the width of the node features and of every MLP.
         layers: the number of EGNN layers (0: the centring map).
+        output: ``"positions"`` (the centred positions, width :math:`Ns`, for e.g. ``dw4``) or ``"com_free"``
+            (their coordinates :math:`y = B^\top g(z)` of width :math:`(N-1)s` in the orthonormal basis :math:`B` of
+            the centre-of-mass-free subspace, :func:`~controlsamp.targets.particles.centre_of_mass_free_basis`: the
+            coordinates of :class:`~controlsamp.targets.CentreOfMassFree` targets such as ``dw4_com_free``). The
+            latent keeps width :math:`Ns`.
 
     ``z`` may have any leading batch shape; it is cast to the parameters' dtype (use ``.to(torch.float64)`` on the
     module for float64). Starts as the centring map :math:`z \mapsto z - \bar z`.
     """
 
-    def __init__(self, n_particles: int, spatial_dim: int, hidden: int = 64, layers: int = 3):
+    def __init__(self, n_particles: int, spatial_dim: int, hidden: int = 64, layers: int = 3,
+                 output: str = "positions"):
         super().__init__()
         self.n_particles = check_dim(n_particles, "n_particles")
         if self.n_particles < 2:
@@ -95,6 +102,11 @@ class EGNNGenerator(nn.Module):
         self.h0 = nn.Parameter(0.1 * torch.randn(self.hidden))  # one learned feature vector for every particle
         L = check_count(layers, "layers")
         self.layers = nn.ModuleList(EGNNLayer(self.hidden, update_features=k < L - 1) for k in range(L))
+        if output not in ("positions", "com_free"):
+            raise ValueError(f"output must be 'positions' or 'com_free'; got {output!r}")
+        self.output = output
+        # kept in float64 outside the module's state (a buffer would lose digits through a float32 round trip)
+        self._basis = centre_of_mass_free_basis(self.n_particles, self.spatial_dim) if output == "com_free" else None
 
     def forward(self, z: Tensor) -> Tensor:
         if not isinstance(z, Tensor):
@@ -109,8 +121,9 @@ class EGNNGenerator(nn.Module):
         h = self.h0.expand(*batch, self.n_particles, self.hidden)
         for layer in self.layers:
             h, x = layer(h, x)
-        x = x - x.mean(-2, keepdim=True)
-        return x.reshape(*batch, self.dim)
+        x = (x - x.mean(-2, keepdim=True)).reshape(*batch, self.dim)
+        return x @ self._basis.to(dtype=x.dtype, device=x.device) if self.output == "com_free" else x
 
     def extra_repr(self) -> str:
-        return f"n_particles={self.n_particles}, spatial_dim={self.spatial_dim}, hidden={self.hidden}"
+        return (f"n_particles={self.n_particles}, spatial_dim={self.spatial_dim}, hidden={self.hidden}, "
+                f"output={self.output!r}")
