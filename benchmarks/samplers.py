@@ -40,6 +40,31 @@ CONFIGS = {
     # own step), the last state kept.
     "smc": ("smc", None, dict(target_ess=0.999, n_mcmc=20)),
     "mala": ("mala", None, {}),
+    # ASBS (adjoint matching + corrector matching) at the diffusion rows' iterations, batch and steps: it
+    # evaluates the target only at the paths' ends, so it spends far fewer evaluations (its row says how many)
+    "asbs": ("asbs", "am", {}),
+    # DiKL (one-step generator, reverse diffusive KL) at the diffusion rows' energy budget iters x batch x
+    # steps: its iterations are that budget over its evaluations per step (settings in DIKL below)
+    "dikl": ("dikl", None, {}),
+}
+
+# DiKL per target, after the authors' configs (He et al. 2024, github.com/jiajunhe98/DiKL, configs/*.yaml):
+# their DDPM schedule of 30 steps with betas linear from `start` to `end` becomes the continuous VP of rate
+# 30 * start -> 30 * end on [0, 1], whose levels k / 30 (k = 2..30) are theirs up to exp(-sum beta) against
+# prod (1 - beta); weights 1/alpha on MoG-40 and MW-32, uniform on DW-4 and LJ-13; one random level per latent.
+# Differences (cost on 2 CPU cores): batch 256 (theirs 1024 / 256), 10 score steps per generator step (theirs 50
+# / 100), 8 importance draws each followed by 10 MALA steps averaged over the last 5 (theirs: AIS or IS then 5
+# to 1000 Langevin steps), generators of width 256 (theirs 400) and EGNNs of 4 layers of 64 (theirs 8 of 144),
+# an MLP score model everywhere (theirs an EGNN on particles), particle targets in centre-of-mass-free
+# coordinates (EGNNGenerator(output="com_free"): the same law as their mean-centred noise).
+DIKL_COMMON = dict(levels=29, t_min=2 / 30, t_max=1.0, level_sampling="random", inner_steps=10, score_hidden=256,
+                   score_depth=3, posterior_particles=8, mala_steps=10)
+DIKL_BATCH = 256
+DIKL = {
+    "gmm40": dict(beta_min=0.003, beta_max=15.0, weighting="1/alpha", hidden=256, depth=3),
+    "manywell32": dict(beta_min=0.003, beta_max=3.0, weighting="1/alpha", hidden=256, depth=3),
+    "dw4_com_free": dict(beta_min=3e-5, beta_max=0.6, weighting="uniform", egnn=(4, 2)),
+    "lj13_com_free": dict(beta_min=3e-5, beta_max=1.5, weighting="uniform", egnn=(13, 3)),
 }
 MC_PARTICLES = 2000
 
@@ -56,14 +81,15 @@ REFERENCES = {"dw4_com_free": dict(n=4000, warmup=4000, moves=6000, start_std=2.
                                     smc_seeds=(100, 101, 102))}
 COLUMNS = [("delta_log_Z", "dlogZ (ELBO)"), ("delta_log_Z_rw", "dlogZ (RW)"), ("w2", "W2"), ("ess", "ESS"),
            ("target_evals", "energy evals"), ("wall_time_s", "train s")]
-PARTICLE_COLUMNS = [("energy_w2", "energy W2"), ("distance_w2", "distance W2")]
+PARTICLE_COLUMNS = [("energy_w2", "energy W2"), ("distance_w2", "distance W2"), ("energy_tv", "energy TV"),
+                    ("distance_tv", "distance TV")]
 
 
 def command(target, config, a, seed, out):
     sampler, loss, opts = CONFIGS[config]
-    if sampler == "smc":
-        return (f"python benchmarks/samplers.py --targets {target} --configs smc --seeds {seed} --iters {a.iters} "
-                f"--batch {a.batch} --steps {a.steps} --out {out}")
+    if sampler in ("smc", "dikl"):
+        return (f"python benchmarks/samplers.py --targets {target} --configs {config} --seeds {seed} "
+                f"--iters {a.iters} --batch {a.batch} --steps {a.steps} --out {out}")
     if sampler == "mala":
         return command(target, "smc", a, seed, out).replace("--configs smc", "--configs mala")
     cmd = (f"controlsamp run --target {target} --sampler {sampler} --loss {loss} --iters {a.iters} "
@@ -181,6 +207,39 @@ def mc_job(target, config, a, seed, out):
     return m
 
 
+def dikl_job(target, a, seed, out):
+    """A DiKL row at the energy budget iters x batch x steps (settings in DIKL); writes metrics.json like
+    run_job (sample metrics only: a one-step generator has no importance weights, so no log Z)."""
+    settings = dict(DIKL_COMMON, **DIKL[target])
+    tgt = targets.get(target)
+    egnn = settings.pop("egnn", None)
+    generator = None
+    if egnn is not None:
+        torch.manual_seed(seed)
+        generator = samplers.EGNNGenerator(*egnn, hidden=64, layers=4, output="com_free")
+        settings.update(latent_dim=egnn[0] * egnn[1])
+    model = samplers.DiKL(tgt, generator=generator, seed=seed, **settings)
+    per_step = DIKL_BATCH * model.particles * (1 + model.mala_steps)
+    budget = a.iters * a.batch * a.steps
+    iters = max(budget // per_step, 1)
+    os.makedirs(out, exist_ok=True)
+    model.fit(iters=iters, batch=DIKL_BATCH, seed=seed, checkpoint=os.path.join(out, "checkpoint.pt"),
+              resume=os.path.exists(os.path.join(out, "checkpoint.pt")), progress=False)
+    wall = model.wall_time_s
+    defaults = train.TARGET_DEFAULTS[target]
+    ref = torch.from_numpy(np.load(reference(target)[0])) if target in REFERENCES else None
+    m, x = train.evaluate(model, n=MC_PARTICLES, seed=seed + 12345, sinkhorn_eps=defaults["sinkhorn_eps"],
+                          reference=ref)
+    np.save(os.path.join(out, "samples.npy"), x.detach().cpu().numpy())
+    m.update(target_evals=model.target_evals, wall_time_s=wall, target=target, config="dikl", seed=seed,
+             budget=budget, iters=a.iters, batch=a.batch, steps=a.steps, dikl_iters=iters, dikl_batch=DIKL_BATCH,
+             options={k: v for k, v in model.config.items() if k != "score"},
+             final_fisher=float(np.mean(model.history["fisher"][-20:])))
+    with open(os.path.join(out, "metrics.json"), "w") as fh:
+        json.dump(m, fh, indent=2, sort_keys=True)
+    return m
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--targets", nargs="+", default=["gmm25", "funnel10", "manywell32"])
@@ -213,14 +272,16 @@ def main():
                     continue
                 t0 = time.perf_counter()
                 try:
-                    if loss is None:
+                    if sampler == "dikl":
+                        m = dikl_job(target, a, seed, out)
+                    elif loss is None:
                         m = mc_job(target, config, a, seed, out)
                     else:
                         m = train.run_job(target=target, sampler=sampler, loss=loss, iters=a.iters, batch=a.batch,
                                           steps=a.steps, seed=seed, out=out, progress=False,
                                           fit_options=dict(opts, lr_schedule="cosine"),
                                           reference=reference(target)[0] if target in REFERENCES else None)
-                    if target in REFERENCES:  # Delta log Z against the reference's log Z; rewrite the file
+                    if target in REFERENCES and sampler != "dikl":  # Delta log Z against the reference's; rewrite
                         with open(path, "w") as fh:
                             json.dump(against_reference(m, target), fh, indent=2, sort_keys=True)
                 except ValueError as exc:  # a diverged run is a result too: report it

@@ -235,6 +235,9 @@ def evaluate(sampler, n: int = 2000, seed: int = 12345, n_ot: int = 2000, sinkho
     floor is then measured between the reference points used for W2 and the next ones (when m is at
     least the two sets' sizes together).
 
+    A sampler whose log-weights are all NaN (no importance weights: DiKL's one-step generator) gets the sample
+    metrics only (no log Z, ELBO, ESS or EUBO).
+
     Weighted particles (AIS, SMC: ``sampler.trainable`` false) are resampled by their weights
     (systematic resampling) before the sample-based metrics, and the returned samples are the resampled
     ones: unweighted, the particles of an SMC run follow the tempered path, not the target (on
@@ -258,11 +261,13 @@ def evaluate(sampler, n: int = 2000, seed: int = 12345, n_ot: int = 2000, sinkho
             sample_s = time.perf_counter() - t0
             if resample:  # AIS / SMC: weighted particles; the sample metrics and samples.npy use them resampled
                 x = x[systematic_resample(lw, torch.Generator(device=lw.device).manual_seed(seed))]
-        with stage("log Z, ELBO, ESS"):
-            est, se = metrics.log_Z(lw, seed=seed)
-            out = {"log_Z": est, "log_Z_se": se, "elbo": metrics.elbo(lw), "ess": metrics.ess(lw), "n_eval": n,
-                   "sample_s": sample_s, "resampled": resample}
-        if target.log_Z is not None:
+        out = {"n_eval": n, "sample_s": sample_s, "resampled": resample}
+        weighted = not bool(torch.isnan(lw).all())  # all NaN: no importance weights (DiKL's one-step generator)
+        with stage("log Z, ELBO, ESS" if weighted else "no importance weights: no log Z, ELBO or ESS"):
+            if weighted:
+                est, se = metrics.log_Z(lw, seed=seed)
+                out.update(log_Z=est, log_Z_se=se, elbo=metrics.elbo(lw), ess=metrics.ess(lw))
+        if target.log_Z is not None and weighted:
             out.update(log_Z_true=float(target.log_Z), delta_log_Z=abs(out["elbo"] - target.log_Z),
                        delta_log_Z_rw=abs(est - target.log_Z))
         gen = torch.Generator().manual_seed(seed + 1)

@@ -488,7 +488,12 @@ def fit_loop(step: Callable[[int], Dict[str, float]], iters: int, modules: Dict[
             if checkpoint:
                 boundary = at_boundary(it)
             t0 = time.perf_counter()
-            rec = step(it)
+            try:
+                rec = step(it)
+            except ValueError as exc:  # e.g. a target or generator returning NaN: say when
+                if "iteration" in str(exc):
+                    raise
+                raise ValueError(f"{exc} (at iteration {it})") from exc
             rec["seconds"] = time.perf_counter() - t0
             if not math.isfinite(rec["loss"]):
                 raise ValueError(f"the loss became {rec['loss']} at iteration {it}; "

@@ -228,6 +228,20 @@ def test_nan_energy_is_reported():
         model.fit(iters=2, batch=8, score_warmup=0, progress=False)
 
 
+def test_nan_generator_is_reported_with_the_iteration():
+    class Breaks(torch.nn.Module):  # finite until Adam moves its weight by 2e-3 (a few steps at lr 1e-3)
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(2))
+
+        def forward(self, z):
+            return z * self.w + torch.where((self.w[:1] - 1.0).abs() < 2e-3, 0.0, torch.nan)
+    model = cs.samplers.DiKL(cs.targets.Gaussian(M + 3.0, S), generator=Breaks(), levels=3, inner_steps=1,
+                             score_hidden=8, score_depth=1, posterior_particles=2, mala_steps=1)
+    with pytest.raises(ValueError, match=r"the generator returned 64 non-finite samples of 64 \(at iteration [1-9]"):
+        model.fit(iters=20, batch=64, score_warmup=0, progress=False)
+
+
 def test_save_load_and_resume(tmp_path):
     def make():
         return cs.samplers.DiKL(cs.targets.Gaussian(M, S), levels=3, inner_steps=2, hidden=16, depth=1,
@@ -246,6 +260,20 @@ def test_save_load_and_resume(tmp_path):
     with pytest.raises(ValueError, match="log Z"):
         a.log_Z()
     assert isinstance(a, Sampler) and not a.weighted and a.eubo_log_weights(None) is None
+
+
+def test_evaluate_gives_the_sample_metrics_only():
+    """train.evaluate on DiKL: W2 against exact samples equals metrics.w2 of the same sets; no log Z, ELBO, ESS or
+    EUBO keys (the generator has no importance weights)."""
+    from controlsamp import metrics, train
+    tg = cs.targets.Gaussian(M, S)
+    model = cs.samplers.DiKL(tg, levels=3, inner_steps=1, hidden=8, depth=1, score_hidden=8, score_depth=1,
+                             posterior_particles=2, mala_steps=1)
+    out, x = train.evaluate(model, n=300, seed=5)
+    assert not {"log_Z", "elbo", "ess", "eubo", "delta_log_Z"} & set(out)
+    truth = tg.sample(300, generator=torch.Generator().manual_seed(6))
+    assert abs(out["w2"] - metrics.w2(x.double(), truth.double())) < 1e-6  # float32 sample sets
+    assert torch.equal(x, model.sample(300, seed=5)[0])
 
 
 @pytest.mark.slow

@@ -122,6 +122,10 @@ def test_rtb_errors_name_what_is_wrong():
     cld = cs.exact.NoisedMixture.with_velocity(cs.processes.CLD(2), [1.0], [[0.0, 0.0]], [torch.eye(2)], 0.01)
     with pytest.raises(ValueError, match="isotropic reference"):
         cs.samplers.RTB(cs.generative.ExactScore(cld), log_r)
+    bad = cs.samplers.RTB(prior, lambda x: torch.where(x[:, 0] > 3.0, torch.nan, 0.0 * x[:, 0]), steps=4, hidden=8,
+                          depth=1)
+    with pytest.raises(ValueError, match=r"'log_reward' returned NaN or \+inf at \d+ of 64 points \(at iteration 0\)"):
+        bad.fit(iters=2, batch=64, progress=False)
     rtb = cs.samplers.RTB(prior, log_r, steps=4, hidden=8, depth=1)
     with pytest.raises(ValueError, match="RTB trains with an objective of the path log-weights"):
         rtb.fit(iters=1, batch=4, loss="am", progress=False)

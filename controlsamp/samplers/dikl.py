@@ -78,6 +78,14 @@ ACCEPT = 0.574
 WEIGHTINGS = ("sigma2", "uniform", "1/alpha")
 
 
+def _finite_samples(x: Tensor) -> Tensor:
+    """x, or a ValueError if the generator returned NaN or inf (fit_loop adds the iteration)."""
+    bad = ~torch.isfinite(x.detach()).all(-1)
+    if bad.any():
+        raise ValueError(f"the generator returned {int(bad.sum())} non-finite samples of {len(x)}")
+    return x
+
+
 class ResidualGenerator(nn.Module):
     r""":math:`g(z) = z + \mathrm{MLP}(z)` (SiLU MLP, output layer at zero): it starts as the identity, a spread map
     whose law is :math:`\mathcal N(0, I)` (a zero map would collapse every sample to one point)."""
@@ -285,7 +293,7 @@ class DiKL:
         and the posterior estimate of :math:`s_p` (e.g. exact scores)."""
         L, d, dev, dt = self.levels, self.dim, self.device, self.dtype
         z = torch.randn(n, self.latent_dim, generator=generator, device=dev, dtype=dt)
-        x = self.generator(z)
+        x = _finite_samples(self.generator(z))
         if self.level_sampling == "all":  # level-major rows: row j is latent j % n at level j // n
             lev = torch.arange(L, device=dev).repeat_interleave(n)
             x = x.repeat(L, 1)
@@ -354,7 +362,7 @@ class DiKL:
                 with torch.no_grad():
                     z = torch.randn(batch, self.latent_dim, generator=streams.device, device=self.device,
                                     dtype=self.dtype)
-                    x0 = self.generator(z)
+                    x0 = _finite_samples(self.generator(z))
                 sm, _ = score_matching_loss(self.score_model, x0, streams.cpu, "simple", times)
                 descend(sm, score_opt, net.parameters(), score_grad_clip,
                         f"iteration {it} (score loss {float(sm.detach()):.4g})")
