@@ -190,7 +190,7 @@ def run_generative_job(data: str = "moons", reference: str = "vp", parametrisati
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
     if reference not in REFERENCES:
         raise ValueError(f"reference must be one of {', '.join(REFERENCES)}; got {reference!r}")
-    if (sampler == "sscs") != (reference == "cld") and sampler in ("sscs", "ddim"):  # refused before training
+    if (sampler == "sscs") != (reference == "cld") and sampler in ("sscs", "ddim", "genie"):  # refused before training
         raise ValueError(f"sampler {sampler!r} needs " + ("the cld reference (it splits CLD's phase-space SDE)"
                          if sampler == "sscs" else "an isotropic reference (vp or ve), not cld"))
     iters, steps, n_samples = check_dim(iters, "iters"), check_dim(steps, "steps"), check_dim(n_samples, "n_samples")

@@ -74,8 +74,11 @@ class MLPPolicy(nn.Module):
         col = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1, 1)
         inverse = None
         if col.shape[0] > 1:
-            col, inverse = torch.unique(col, return_inverse=True)
-            col = col.reshape(-1, 1)
+            if bool((col == col[0]).all()):  # one shared time (also keeps forward-mode AD, which unique lacks)
+                col, inverse = col[:1], torch.zeros(col.shape[0], dtype=torch.long, device=col.device)
+            else:
+                col, inverse = torch.unique(col, return_inverse=True)
+                col = col.reshape(-1, 1)
         tf = self.time(col)
         first = self.net[0]
         bias = torch.nn.functional.linear(tf, first.weight[:, self.dim:], first.bias)

@@ -153,6 +153,20 @@ class _Counted:
 
 
 # ---------------------------------------------------------------------------------------------- sampling
+def start_states(source, n: Optional[int], x_T, generator: Optional[torch.Generator]) -> Tensor:
+    """The start states at T: ``x_T`` (n, state_dim) checked, or ``n`` prior draws; in the source's dtype and device,
+    detached."""
+    if x_T is None:
+        if n is None:
+            raise ValueError("pass n (the number of samples, drawn from the prior) or x_T (the start states at T)")
+        x = source.prior_sample(check_dim(n, "n"), generator)
+    else:
+        x = as_points(x_T, "x_T", source.state_dim)
+        if n is not None and check_dim(n, "n") != x.shape[0]:
+            raise ValueError(f"n must equal the number of start states x_T ({x.shape[0]}); got {n}")
+    return x.detach().to(dtype=source_dtype(source), device=source_device(source))
+
+
 def time_grid(source, steps: int) -> Tensor:
     r"""The decreasing uniform grid :math:`t_i = T - i (T - t_{\min})/K`, i = 0..K, float64 (ends exactly at
     ``t_min``)."""
@@ -254,16 +268,7 @@ def pf_ode_sample(source, n: Optional[int] = None, x_T=None, method: str = "dopr
         raise ValueError(f"method 'ddim' needs an isotropic reference (VP, VE, OU, Brownian): its step uses the "
                          f"kernel x_t = alpha_t x_0 + sigma_t eps, which a {type(source.reference).__name__} "
                          f"reference lacks; use 'euler', 'heun', 'dopri5' or 'scipy'")
-    dtype, device = source_dtype(source), source_device(source)
-    if x_T is None:
-        if n is None:
-            raise ValueError("pass n (the number of samples, drawn from the prior) or x_T (the start states at T)")
-        x = source.prior_sample(check_dim(n, "n"), generator)
-    else:
-        x = as_points(x_T, "x_T", source.state_dim)
-        if n is not None and check_dim(n, "n") != x.shape[0]:
-            raise ValueError(f"n must equal the number of start states x_T ({x.shape[0]}); got {n}")
-    x = x.detach().to(dtype=dtype, device=device)
+    x = start_states(source, n, x_T, generator)
     if method in ADAPTIVE:
         rtol, atol = check_positive(rtol, "rtol"), check_positive(atol, "atol")
     else:

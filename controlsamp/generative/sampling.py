@@ -40,6 +40,7 @@ from .._validate import check_dim, check_positive
 from ..processes import CLD, Reversed
 from ..sde import DiscretisedReference, controlled_paths, rollout
 from ..sde.schemes import get_scheme
+from .genie import genie_sample
 from .ode import pf_ode_sample
 from .source import ScoreSource
 
@@ -50,7 +51,7 @@ __all__ = ["reverse_sde", "predictor_corrector", "annealed_langevin", "sscs", "s
 
 SDE_SAMPLERS = ("euler", "exponential", "pc", "ald", "sscs")
 ODE_SAMPLERS = {"ode": "dopri5", "scipy": "scipy", "ddim": "ddim", "heun": "heun", "ode_euler": "euler"}
-SAMPLERS = SDE_SAMPLERS + tuple(ODE_SAMPLERS)  # every name sample() takes
+SAMPLERS = SDE_SAMPLERS + tuple(ODE_SAMPLERS) + ("genie",)  # every name sample() takes
 
 
 def _start(source: ScoreSource, n: Optional[int], x_T, generator) -> Tensor:
@@ -267,7 +268,8 @@ def sample(source: ScoreSource, n: Optional[int] = None, sampler: str = "euler",
            generator: Optional[torch.Generator] = None, **options) -> Tuple[Tensor, Dict[str, object]]:
     """Samples by name: ``"euler"`` / ``"exponential"`` (reverse SDE), ``"pc"`` (predictor–corrector), ``"ald"``
     (annealed Langevin), ``"sscs"`` (CLD), or a probability-flow ODE method of :mod:`.ode` (``"ode"`` = adaptive
-    Dormand–Prince, ``"scipy"``, ``"ddim"``, ``"heun"``, ``"ode_euler"``). ``options`` go to the sampler.
+    Dormand–Prince, ``"scipy"``, ``"ddim"``, ``"heun"``, ``"ode_euler"``) or ``"genie"`` (:mod:`.genie`: the
+    second-order Taylor step, exact JVPs unless ``head=`` is given). ``options`` go to the sampler.
     Returns (samples (n, data_dim), info with ``nfe``)."""
     if sampler in ("euler", "exponential"):
         return reverse_sde(source, n, steps, scheme=sampler, x_T=x_T, generator=generator, **options)
@@ -277,6 +279,8 @@ def sample(source: ScoreSource, n: Optional[int] = None, sampler: str = "euler",
         return annealed_langevin(source, n, steps, x_T=x_T, generator=generator, **options)
     if sampler == "sscs":
         return sscs(source, n, steps, x_T=x_T, generator=generator, **options)
+    if sampler == "genie":
+        return genie_sample(source, n, x_T=x_T, steps=steps, generator=generator, **options)
     if sampler in ODE_SAMPLERS:
         return pf_ode_sample(source, n, x_T=x_T, method=ODE_SAMPLERS[sampler], steps=steps, generator=generator,
                              **options)
