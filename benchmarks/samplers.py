@@ -55,7 +55,8 @@ CONFIGS = {
 # Differences (cost on 2 CPU cores): batch 256 (theirs 1024 / 256), 10 score steps per generator step (theirs 50
 # / 100), 8 importance draws each followed by 10 MALA steps averaged over the last 5 (theirs: AIS or IS then 5
 # to 1000 Langevin steps), generators of width 256 (theirs 400) and EGNNs of 4 layers of 64 (theirs 8 of 144),
-# an MLP score model everywhere (theirs an EGNN on particles), particle targets in centre-of-mass-free
+# an MLP score model everywhere (theirs an EGNN on particles); as theirs: generator gradients clipped at norm 10,
+# Adam at 1e-3 (score model: ours 1e-3, theirs 1e-4); particle targets in centre-of-mass-free
 # coordinates (EGNNGenerator(output="com_free"): the same law as their mean-centred noise).
 DIKL_COMMON = dict(levels=29, t_min=2 / 30, t_max=1.0, level_sampling="random", inner_steps=10, score_hidden=256,
                    score_depth=3, posterior_particles=8, mala_steps=10)
@@ -223,7 +224,7 @@ def dikl_job(target, a, seed, out):
     budget = a.iters * a.batch * a.steps
     iters = max(budget // per_step, 1)
     os.makedirs(out, exist_ok=True)
-    model.fit(iters=iters, batch=DIKL_BATCH, seed=seed, checkpoint=os.path.join(out, "checkpoint.pt"),
+    model.fit(iters=iters, batch=DIKL_BATCH, seed=seed, grad_clip=10.0, checkpoint=os.path.join(out, "checkpoint.pt"),
               resume=os.path.exists(os.path.join(out, "checkpoint.pt")), progress=False)
     wall = model.wall_time_s
     defaults = train.TARGET_DEFAULTS[target]
