@@ -135,6 +135,22 @@ def test_an_untrained_head_gives_ddim_and_a_trained_one_approaches_the_jvp():
     assert first > 0.9 and last < 0.5
 
 
+@pytest.mark.parametrize("reference", REFERENCES, ids=["vp", "ve", "subvp"])
+def test_order_one_is_ddim_and_afs_saves_one_evaluation(reference):
+    """order=1 is the package's DDIM on the same grid (1e-12); with the analytical first step the first step costs no
+    evaluation, and on a quadratic grid the steps crowd toward t_min."""
+    src = gaussian_source(reference)
+    xT = src.prior_sample(30, torch.Generator().manual_seed(7))
+    x1, info = genie.genie_sample(src, x_T=xT, steps=12, order=1)
+    xd, _ = cs.generative.pf_ode_sample(src, x_T=xT, method="ddim", steps=12)
+    assert torch.allclose(x1, xd, atol=1e-12, rtol=1e-12) and info["nfe"] == 12 and info["jvp"] == 0
+    _, info = genie.genie_sample(src, x_T=xT, steps=12, afs=True)
+    assert info["nfe"] == info["jvp"] == 11
+    q = genie.genie_grid(src, 4, "quadratic")
+    assert q[0] == src.T and q[-1] == src.t_min and bool((q[:-1] > q[1:]).all())
+    assert float(q[-2] - q[-1]) < float(q[0] - q[1])
+
+
 def test_errors():
     cld = cs.exact.NoisedMixture.with_velocity(cs.processes.CLD(2), [1.0], [[0.0, 0.0]], [torch.eye(2)], 0.01)
     with pytest.raises(ValueError, match="isotropic reference"):
@@ -146,3 +162,19 @@ def test_errors():
         genie.eps_and_derivative(src, 1.5, torch.zeros(3, 2))
     with pytest.raises(ValueError, match="pass n"):
         genie.genie_sample(src)
+    with pytest.raises(ValueError, match="order"):
+        genie.genie_sample(src, n=4, order=3)
+    with pytest.raises(ValueError, match="grid"):
+        genie.genie_sample(src, n=4, grid="log")
+
+
+@pytest.mark.parametrize("reference", REFERENCES, ids=["vp", "ve", "subvp"])
+def test_isotropic_score_equals_the_per_time_score(reference):
+    """NoisedMixture.isotropic_score at each point's kernel (a, q) equals NoisedMixture.score at its time (1e-12), so
+    ExactScore's vectorised per-point times agree with the per-time path."""
+    mix = cs.exact.NoisedMixture(reference, [0.3, 0.7], [[1.0, 0.0], [-1.0, 2.0]], [S, 0.5 * torch.eye(2, dtype=D64)])
+    g = torch.Generator().manual_seed(4)
+    x = 2 * torch.randn(30, 2, dtype=D64, generator=g)
+    t = 0.01 + 0.98 * torch.rand(30, dtype=D64, generator=g)
+    per_time = torch.stack([mix.score(float(t[i]), x[i:i + 1])[0] for i in range(30)])
+    assert torch.allclose(cs.generative.ExactScore(mix).score(t, x), per_time, atol=1e-12, rtol=1e-12)

@@ -124,6 +124,23 @@ class NoisedMixture:
         r = torch.softmax(log_comp, 1)  # responsibilities
         return -(r.unsqueeze(-1) * prec_diff).sum(1)
 
+    def isotropic_score(self, x: Tensor, a: Tensor, q: Tensor) -> Tensor:
+        r"""The score of the mixture noised by an isotropic kernel, :math:`\sum_k w_k\,\mathcal N(a\,m_k,\ a^2 S_k +
+        q I)`, at points x (n, D) with one (a, q) per point (n, 1) each: the same as :meth:`score` at the time whose
+        kernel coefficients are (a, q) for an isotropic reference, but vectorised over per-point times and
+        differentiable in x, a and q (forward- or reverse-mode), in the dtype of x."""
+        w, m, S = self.weights.to(x.dtype), self.means.to(x.dtype), self.covs.to(x.dtype)
+        eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+        C = (a * a)[:, :, None, None] * S + q[:, :, None, None] * eye  # (n, K, D, D)
+        L = torch.linalg.cholesky(C)
+        diff = (x.unsqueeze(1) - a.unsqueeze(1) * m).unsqueeze(-1)  # (n, K, D, 1)
+        white = torch.linalg.solve_triangular(L, diff, upper=False)
+        prec_diff = torch.linalg.solve_triangular(L.transpose(-1, -2), white, upper=True).squeeze(-1)  # (n, K, D)
+        log_comp = (torch.log(w) - torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+                    - 0.5 * (white.squeeze(-1) ** 2).sum(-1))
+        r = torch.softmax(log_comp, 1)
+        return -(r.unsqueeze(-1) * prec_diff).sum(1)
+
     def sample(self, t, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """n exact samples of :math:`X_t` (n, D), float64: a component, then its Gaussian."""
         from .._validate import check_dim

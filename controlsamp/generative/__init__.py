@@ -13,6 +13,7 @@ module                 holds
 ``sampling``           reverse-time SDE (Euler–Maruyama, exponential), predictor–corrector, annealed Langevin, SSCS
 ``ode``                the probability-flow ODE: Euler, DDIM, Heun, adaptive Dormand–Prince (torchdiffeq), scipy
 ``genie``              GENIE's second-order Taylor step: exact JVP derivative or a learned head (``GenieHead``)
+``distill``            a smaller student trained on a teacher's noise predictions (``distill``, ``parameter_count``)
 ``data``               data sets for generative modelling: the 2-d sets, scikit-learn's 8x8 digits (dequantised),
                        ``.npy`` files
 ``likelihood``         log-likelihood through the probability-flow ODE (exact or Hutchinson divergence), bits/dim,
@@ -23,6 +24,7 @@ from .kernel import CLDKernel, IsotropicKernel, make_kernel
 from . import data
 from .likelihood import (DIVERGENCES, bits_per_dim, cld_data_log_likelihood, dequantisation_log_scale, dequantise,
                          log_likelihood)
+from .distill import distill, parameter_count
 from .genie import GenieHead, eps_and_derivative, fit_genie_head, genie_sample
 from .model import DiffusionModel
 from .ode import ADAPTIVE, ODE_METHODS, ORDERS, pf_drift, pf_ode_sample
@@ -34,5 +36,5 @@ from .source import ExactScore, ScoreSource, reference_prior
 __all__ = ["data", "DiffusionModel", "ExactScore", "ScoreSource", "reference_prior", "make_kernel", "IsotropicKernel",
            "CLDKernel", "PARAMETRISATIONS", "WEIGHTINGS", "T_SAMPLINGS", "TimeSampler", "score_matching_loss",
            "sample", "reverse_sde", "predictor_corrector", "annealed_langevin", "sscs", "SDE_SAMPLERS", "ODE_SAMPLERS", "SAMPLERS",
-           "pf_drift", "pf_ode_sample", "genie_sample", "GenieHead", "fit_genie_head", "eps_and_derivative", "ORDERS", "ADAPTIVE", "ODE_METHODS", "log_likelihood",
+           "pf_drift", "pf_ode_sample", "genie_sample", "GenieHead", "distill", "parameter_count", "fit_genie_head", "eps_and_derivative", "ORDERS", "ADAPTIVE", "ODE_METHODS", "log_likelihood",
            "cld_data_log_likelihood", "bits_per_dim", "dequantise", "dequantisation_log_scale", "DIVERGENCES"]

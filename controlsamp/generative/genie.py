@@ -26,7 +26,8 @@ the *total* derivative along the flow, with :math:`dx/d\gamma = \alpha\hat\epsil
   :math:`\hat\epsilon` in :math:`(t, x)` along the tangent :math:`(dt/d\gamma, dx/d\gamma)`, the time dependence
   included (the network's time input and :math:`\alpha_t, \sigma_t` through :math:`\dot\alpha, \dot\sigma`): the
   slow reference. Sources: a :class:`~.model.DiffusionModel` or an :class:`~.source.ExactScore` of a
-  Gaussian mixture (whose :math:`\hat\epsilon` is written here as a function of :math:`(x, \alpha, \sigma^2)`).
+  Gaussian mixture (its score as a function of :math:`(x, \alpha, \sigma^2)`,
+  :meth:`~controlsamp.exact.NoisedMixture.isotropic_score`).
 * a :class:`GenieHead`: a small network reading :math:`(t, x, \hat\epsilon)` trained to regress the exact JVP on
   noised data (:func:`fit_genie_head`), the paper's distillation of the derivative (theirs reads the score
   network's last features; ours reads its output, so the head costs a forward pass of its own, counted).
@@ -70,23 +71,6 @@ def ddim_rates(reference: IsotropicLinearSDE, t: Tensor) -> Dict[str, Tensor]:
     s = q.sqrt()
     return {"alpha": a, "sigma": s, "q": q, "gamma": s / a, "alpha_dot": k * a, "q_dot": 2 * k * q + g2, "k": k,
             "dt_dgamma": 2 * s * a / g2}
-
-
-def _mixture_eps(mixture, x: Tensor, a: Tensor, q: Tensor) -> Tensor:
-    r""":math:`\hat\epsilon = -\sigma\nabla\log p` for the mixture noised to :math:`\mathcal N(a m_k, a^2 S_k + qI)`,
-    differentiable in x, a (n, 1) and q (n, 1) (so forward-mode AD gives its time derivative)."""
-    w, m, S = mixture.weights.to(x.dtype), mixture.means.to(x.dtype), mixture.covs.to(x.dtype)
-    D = x.shape[1]
-    eye = torch.eye(D, dtype=x.dtype, device=x.device)
-    C = (a * a)[:, :, None, None] * S + q[:, :, None, None] * eye  # (n, K, D, D)
-    L = torch.linalg.cholesky(C)
-    diff = (x.unsqueeze(1) - a.unsqueeze(1) * m).unsqueeze(-1)  # (n, K, D, 1)
-    white = torch.linalg.solve_triangular(L, diff, upper=False)
-    prec_diff = torch.linalg.solve_triangular(L.transpose(-1, -2), white, upper=True).squeeze(-1)  # (n, K, D)
-    log_comp = (torch.log(w) - torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
-                - 0.5 * (white.squeeze(-1) ** 2).sum(-1))
-    r = torch.softmax(log_comp, 1)
-    return q.sqrt() * (r.unsqueeze(-1) * prec_diff).sum(1)
 
 
 def _check_isotropic(source) -> None:
@@ -140,7 +124,7 @@ def eps_and_derivative(source, t, x: Tensor, use_ema: bool = True) -> Tuple[Tens
         mixture = source.mixture
 
         def eps_fn(xv, av, qv):
-            return _mixture_eps(mixture, xv, av, qv)
+            return -qv.sqrt() * mixture.isotropic_score(xv, av, qv)
 
         eps = eps_fn(x, a, q).detach()
         dx = a * eps + rates["k"] * x * rates["dt_dgamma"]
@@ -221,35 +205,69 @@ def fit_genie_head(model: DiffusionModel, data, head: Optional[GenieHead] = None
     return head
 
 
+GRIDS = ("uniform", "quadratic")
+
+
+def genie_grid(source, steps: int, grid: str = "uniform") -> Tensor:
+    r"""The decreasing time grid from T to ``t_min``: ``"uniform"`` (:func:`.ode.time_grid`) or ``"quadratic"``
+    (uniform in :math:`\sqrt t`, dense near ``t_min``: the "quadratic striding" of DDIM and GENIE), float64."""
+    if grid == "uniform":
+        return time_grid(source, steps)
+    if grid != "quadratic":
+        raise ValueError(f"grid must be one of {GRIDS}; got {grid!r}")
+    hi, lo = math.sqrt(float(source.T)), math.sqrt(float(source.t_min))
+    out = (hi - (hi - lo) * torch.arange(steps + 1, dtype=torch.float64) / steps) ** 2
+    out[0], out[-1] = float(source.T), float(source.t_min)
+    return out
+
+
 def genie_sample(source, n: Optional[int] = None, x_T=None, steps: int = 10, head: Optional[GenieHead] = None,
+                 order: int = 2, afs: bool = False, grid: str = "uniform",
                  generator: Optional[torch.Generator] = None) -> Tuple[Tensor, dict]:
-    r"""Samples by GENIE's TTM2 step (module docstring) on the decreasing uniform grid of :func:`.ode.time_grid`
-    (``steps`` steps from T to ``source.t_min``), the derivative from ``head`` (a :class:`GenieHead`) or, without
-    one, the exact JVP. Starts from ``x_T`` (n, d) or ``n`` prior draws. Returns ``(x (n, d), info)`` with ``nfe``
+    r"""Samples by GENIE's TTM2 step (module docstring), ``steps`` steps from T to ``source.t_min`` on ``grid``
+    (:func:`genie_grid`), the derivative from ``head`` (a :class:`GenieHead`) or, without one, the exact JVP.
+    ``order=1`` drops the second-order term: DDIM on the same grid (no derivative is computed). ``afs``: the
+    *analytical first step* of the GENIE code: the first step takes :math:`\hat\epsilon` of standardised data
+    :math:`\mathcal N(0, I)`, :math:`\sigma x/(\alpha^2 + \sigma^2)` (:math:`= x` at T for VP), and no derivative,
+    saving one network evaluation and the step where a derivative error is multiplied by the largest
+    :math:`h^2/2`. Starts from ``x_T`` (n, d) or ``n`` prior draws. Returns ``(x (n, d), info)`` with ``nfe``
     (score-network evaluations), ``jvp``, ``head_evals``, ``wall_s``."""
     _check_isotropic(source)
     steps = check_dim(steps, "steps")
+    if order not in (1, 2):
+        raise ValueError(f"order must be 1 (DDIM) or 2 (GENIE's TTM2); got {order!r}")
     dtype, device = source_dtype(source), source_device(source)
     x = start_states(source, n, x_T, generator)
-    grid = time_grid(source, steps)
-    rates = ddim_rates(source.reference, grid)
-    info = {"nfe": 0, "jvp": 0, "head_evals": 0, "method": "genie" + ("-head" if head is not None else "-exact")}
+    ts = genie_grid(source, steps, grid)
+    rates = ddim_rates(source.reference, ts)
+    name = "ddim" if order == 1 else "genie" + ("-head" if head is not None else "-exact")
+    info = {"nfe": 0, "jvp": 0, "head_evals": 0, "method": name + ("+afs" if afs else "")}
     t0 = time.perf_counter()
     for i in range(steps):
-        t = float(grid[i])
-        a, g = float(rates["alpha"][i]), float(rates["gamma"][i])
+        t = float(ts[i])
+        a, g, sg = float(rates["alpha"][i]), float(rates["gamma"][i]), float(rates["sigma"][i])
         a2, g2 = float(rates["alpha"][i + 1]), float(rates["gamma"][i + 1])
         h = g2 - g
-        if head is None:
+        d_eps = None
+        if i == 0 and afs:
+            eps = sg * x / (a * a + sg * sg)
+        elif order == 1:
+            with torch.no_grad():
+                eps = -sg * source.score(t, x)
+            info["nfe"] += 1
+        elif head is None:
             eps, d_eps = eps_and_derivative(source, t, x)
             info["nfe"] += 1
             info["jvp"] += 1
         else:
             with torch.no_grad():
-                eps = -float(rates["sigma"][i]) * source.score(t, x)
+                eps = -sg * source.score(t, x)
                 d_eps = head(torch.full((x.shape[0],), t, dtype=dtype, device=device), x, eps)
             info["nfe"] += 1
             info["head_evals"] += 1
-        x = a2 * (x / a + h * eps + 0.5 * h * h * d_eps)
+        y = x / a + h * eps
+        if d_eps is not None:
+            y = y + 0.5 * h * h * d_eps
+        x = a2 * y
     info["wall_s"] = time.perf_counter() - t0
     return x.detach(), info

@@ -36,6 +36,20 @@ Tensor = torch.Tensor
 __all__ = ["DiffusionModel"]
 
 
+def check_teacher(teacher, student) -> None:
+    """A ValueError unless ``teacher`` is a score source on the student's reference (the same process, by repr) and
+    data dimension, trusted down to the student's t_min."""
+    if not isinstance(teacher, ScoreSource):
+        raise ValueError(f"teacher must be a score source (DiffusionModel, ExactScore or another ScoreSource); got "
+                         f"{type(teacher).__name__}")
+    if repr(teacher.reference) != repr(student.reference) or teacher.data_dim != student.data_dim:
+        raise ValueError(f"teacher must be on the student's reference {student.reference!r} (data dimension "
+                         f"{student.data_dim}); got {teacher.reference!r} (data dimension {teacher.data_dim})")
+    if teacher.t_min > student.t_min:
+        raise ValueError(f"the teacher is trusted from t_min = {teacher.t_min}, above the student's t_min = "
+                         f"{student.t_min}: give the student a t_min of at least {teacher.t_min}")
+
+
 class DiffusionModel(ScoreSource):
     r"""A score model :math:`s_\theta(t, x) \approx \nabla_x\log p_t(x)` on a reference process (see the module
     docstring), with an EMA copy of its weights used for sampling.
@@ -149,7 +163,7 @@ class DiffusionModel(ScoreSource):
     def fit(self, data, iters: int = 2000, batch: int = 256, lr: float = 1e-3, weighting: str = "simple",
             t_sampling: str = "uniform", grad_clip: Optional[float] = 1.0, lr_schedule: Optional[str] = None,
             seed: int = 0, checkpoint: Optional[str] = None, checkpoint_every: int = 500, resume: bool = False,
-            progress: bool = True) -> "DiffusionModel":
+            progress: bool = True, teacher=None) -> "DiffusionModel":
         r"""Train by denoising (hybrid, for CLD) score matching on ``data``: an (N, data_dim) array or tensor (rows
         drawn with replacement), a target or law with ``sample(n)`` and ``dim``, or a callable ``fn(n, generator)``.
 
@@ -158,7 +172,10 @@ class DiffusionModel(ScoreSource):
         bounds the gradient norm. The run goes through the package's training loop, so ``checkpoint``,
         ``checkpoint_every`` and ``resume`` give an exact resume (a checkpoint of another configuration is
         refused) and a non-finite loss or gradient stops training with the iteration named. History: ``loss``,
-        ``eps_mse``, ``seconds``."""
+        ``eps_mse``, ``seconds``.
+
+        ``teacher``: a score source on the same reference (:func:`.distill.distill`); the regression target becomes
+        its noise estimate at each noised point (:func:`.score_matching.score_matching_loss`)."""
         sample = as_sampler(data, "data")
         if sample.dim != self.data_dim:
             raise ValueError(f"data must have dimension {self.data_dim} (the model's); got {sample.dim}")
@@ -167,8 +184,11 @@ class DiffusionModel(ScoreSource):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}; got {weighting!r}")
         times = TimeSampler(self.kernel, self.t_min, self.T, t_sampling)
+        if teacher is not None:
+            check_teacher(teacher, self)
         config = dict(self.config, iters=iters, batch=batch, lr=float(lr), weighting=weighting, t_sampling=t_sampling,
-                      grad_clip=grad_clip, lr_schedule=lr_schedule, fit_seed=int(seed))
+                      grad_clip=grad_clip, lr_schedule=lr_schedule, fit_seed=int(seed),
+                      **({} if teacher is None else {"teacher": type(teacher).__name__}))
         n_done = len(self.history.get("loss", []))
         if resume and checkpoint is not None and os.path.exists(checkpoint):
             ex = load_checkpoint(checkpoint, self.kind, config, training_state=True)["extra"]
@@ -181,7 +201,7 @@ class DiffusionModel(ScoreSource):
 
         def step(it: int) -> Dict[str, float]:
             x0 = self._data_batch(sample(batch, streams.cpu))
-            loss, info = score_matching_loss(self, x0, streams.cpu, weighting, times)
+            loss, info = score_matching_loss(self, x0, streams.cpu, weighting, times, teacher=teacher)
             descend(loss, opt, self.network.parameters(), grad_clip, f"iteration {it} (loss {loss.item():.4g})", sched)
             self.ema.update_parameters(self.network)
             return {"loss": loss.item(), **info}

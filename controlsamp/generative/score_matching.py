@@ -82,10 +82,16 @@ class TimeSampler:
 
 
 def score_matching_loss(model, x0: Tensor, generator: torch.Generator, weighting: str, times: TimeSampler,
-                        use_ema: bool = False) -> Tuple[Tensor, Dict[str, float]]:
+                        use_ema: bool = False, teacher=None) -> Tuple[Tensor, Dict[str, float]]:
     r"""One Monte-Carlo estimate of the DSM (HSM for CLD) objective on a data batch ``x0`` (n, data_dim): a time
     and a noise per point from ``generator``, :math:`\frac{\lambda}{\sigma_t^2}|\hat\epsilon - \epsilon|^2` times the
-    time-sampling factor, averaged. Returns (loss, info)."""
+    time-sampling factor, averaged. Returns (loss, info).
+
+    ``teacher`` (a score source on the same reference, e.g. a larger trained model or an exact score): the target
+    is the teacher's noise estimate :math:`\hat\epsilon_{\rm T}(t, x_t) = -\sigma_t\,s_{\rm T}(t, x_t)` at the
+    same noised point instead of the drawn noise (distillation, :mod:`.distill`): the objective
+    :math:`\mathbb E\frac{\lambda}{\sigma_t^2}|\hat\epsilon - \hat\epsilon_{\rm T}|^2` is zero at the teacher, with
+    no irreducible part."""
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}; got {weighting!r}")
     n = x0.shape[0]
@@ -95,7 +101,11 @@ def score_matching_loss(model, x0: Tensor, generator: torch.Generator, weighting
     xt = kernel.perturb(t, x0, eps)
     tt = t.to(device=x0.device, dtype=x0.dtype)
     eps_hat, scale = model.eps_hat(tt, xt, use_ema=use_ema, return_scale=True)
-    target = eps[:, kernel.data_dim:] if kernel.velocity else eps
+    if teacher is None:
+        target = eps[:, kernel.data_dim:] if kernel.velocity else eps
+    else:
+        with torch.no_grad():
+            target = -scale * teacher.score(tt, xt).to(dtype=x0.dtype, device=x0.device)
     per_point = ((eps_hat - target) ** 2).sum(1)
     if weighting == "likelihood":
         w = kernel.g2(t).to(device=x0.device, dtype=x0.dtype) / (scale.squeeze(1) ** 2)

@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 from .._validate import as_points, check_dim
-from ..processes import CLD
+from ..processes import CLD, IsotropicLinearSDE
 
 Tensor = torch.Tensor
 
@@ -109,6 +109,9 @@ class ExactScore(ScoreSource):
         xd = x.to(torch.float64)
         if tt.numel() == 1:
             s = self.mixture.score(float(tt), xd)
+        elif isinstance(self.reference, IsotropicLinearSDE):  # one time per point: the kernel per point, vectorised
+            a, q = self.reference.marginal_coefficients(tt)
+            s = self.mixture.isotropic_score(xd, a[:, None], q[:, None])
         else:  # one time per point: group equal times
             s = torch.empty_like(xd)
             for v in torch.unique(tt):
