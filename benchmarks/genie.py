@@ -130,7 +130,8 @@ def main():
         tc = tc.clamp(T_MIN, 1.0)
         al, sg = model.kernel.coefficients(tc, len(chunk), x0)
         xt = al * x0[chunk] + sg * torch.randn(len(chunk), 2, generator=g, dtype=torch.float64)
-        eps, target = genie.eps_and_derivative(model, tc, xt)
+        eps, d_eps = genie.eps_and_derivative(model, tc, xt)
+        target = genie.ddim_rates(model.reference, tc)["gamma"][:, None] * d_eps  # the head's scaled target
         with torch.no_grad():
             pred = head(tc, xt, eps)
         errs.append(((pred - target) ** 2).sum().item())

@@ -357,7 +357,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 # One short gloss per printed metric of `controlsamp fit-data` (controlsamp.train_generative has the definitions).
-GENERATIVE_KEYS = ("nll", "nll_se", "bits_per_dim", "w2", "mmd", "nfe", "final_loss", "wall_time_s")
+GENERATIVE_KEYS = ("nll", "nll_se", "bits_per_dim", "w2", "mmd", "nfe", "final_loss", "wall_time_s", "epsilon", "delta",
+                   "noise_multiplier")
 GENERATIVE_GLOSS = {
     "nll": "test NLL: mean -log p of held-out points under the probability-flow ODE, nats per point",
     "nll_se": "standard error of nll (over the held-out points)",
@@ -367,6 +368,9 @@ GENERATIVE_GLOSS = {
     "nfe": "score evaluations per sample of the sampler",
     "final_loss": "score-matching loss, mean of the last 100 iterations",
     "wall_time_s": "training time, seconds",
+    "epsilon": "privacy spent: the epsilon of (epsilon, delta)-DP (opacus accountant) over the training steps",
+    "delta": "the delta of (epsilon, delta)-DP",
+    "noise_multiplier": "DP-SGD noise standard deviation over the clipping norm, set to reach the epsilon",
 }
 
 
@@ -394,7 +398,8 @@ def fit_data(args: argparse.Namespace) -> int:
             depth=args.depth, sampler=args.sampler, steps=args.steps, n_samples=args.n_samples,
             nll_samples=args.nll_samples, seed=args.seed, out=args.out, device=args.device, resume=args.resume,
             progress=not args.quiet, checkpoint_every=args.checkpoint_every, n_train=args.n_train,
-            n_test=args.n_test)
+            n_test=args.n_test, dp_epsilon=args.dp_epsilon, dp_delta=args.dp_delta,
+            dp_max_grad_norm=args.dp_max_grad_norm, dp_noise_multiplicity=args.dp_noise_multiplicity)
     except train.JobInterrupted as exc:
         _report_interrupt(args, exc)
         return 130
@@ -594,6 +599,13 @@ def _add_fit_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/fit-data", help="folder for the run's files")
     p.add_argument("--device", type=_checked_by(check_device, "--device"), default="cpu",
                    help="torch device: cpu, cuda, cuda:N or mps")
+    p.add_argument("--dp-epsilon", type=_positive_float, default=None,
+                   help="train with differential privacy (DPDM: DP-SGD, Poisson batches of expected size --batch, "
+                        "per-example clipping) to this epsilon over --iters steps; vp or ve only")
+    p.add_argument("--dp-delta", type=_positive_float, default=1e-5, help="the delta of (epsilon, delta)-DP")
+    p.add_argument("--dp-max-grad-norm", type=_positive_float, default=1.0, help="per-example clipping norm C")
+    p.add_argument("--dp-noise-multiplicity", type=_positive_int, default=1,
+                   help="DSM draws averaged inside each example's loss (DPDM's noise multiplicity K)")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out from its checkpoint.pt (the same settings, --iters "
                         "included; the sampler and evaluation sizes may change)")

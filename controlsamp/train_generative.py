@@ -33,10 +33,11 @@ import numpy as np
 import torch
 
 from . import metrics
-from ._validate import check_count, check_device, check_dim
+from ._validate import check_count, check_device, check_dim, check_positive
 from .generative import DiffusionModel, sample
-from .generative.data import TOY_DATASETS, from_model_space, image_grid, load_data
-from .generative.likelihood import bits_per_dim, cld_data_log_likelihood, log_likelihood
+from .generative.data import TOY_DATASETS, DequantisedData, from_model_space, image_grid, load_data
+from .generative.dpdm import fit_private
+from .generative.likelihood import bits_per_dim, cld_data_log_likelihood, dequantise, log_likelihood
 from .processes import CLD, VE, VP
 from .train import JobInterrupted, _Stages, check_resume, fmt, save_figure, save_npy, write_json
 
@@ -167,7 +168,8 @@ def run_generative_job(data: str = "moons", reference: str = "vp", parametrisati
                        sampler: str = "euler", steps: int = 500, n_samples: int = 2000, nll_samples: int = 500,
                        seed: int = 0, out: str = "runs/fit-data", device: str = "cpu", resume: bool = False,
                        progress: bool = True, checkpoint_every: int = 500, n_train: int = 10_000,
-                       n_test: int = 2_000) -> dict:
+                       n_test: int = 2_000, dp_epsilon: Optional[float] = None, dp_delta: float = 1e-5,
+                       dp_max_grad_norm: float = 1.0, dp_noise_multiplicity: int = 1) -> dict:
     """Learn ``data`` with a score model on ``reference``, sample it, measure it, write the files (see the module
     docstring); returns the metrics.
 
@@ -179,6 +181,12 @@ def run_generative_job(data: str = "moons", reference: str = "vp", parametrisati
     :func:`~controlsamp.generative.sample` that draws ``n_samples``. ``nll_samples``: held-out points whose
     likelihood is measured (0: none), with the exact divergence up to data dimension
     :data:`EXACT_DIVERGENCE_MAX_DIM`, Hutchinson's estimate above.
+
+    ``dp_epsilon``: train with differential privacy (:func:`~controlsamp.generative.dpdm.fit_private`, DP-SGD at
+    (``dp_epsilon``, ``dp_delta``) over ``iters`` steps, Poisson batches of expected size ``batch``, per-example
+    clipping at ``dp_max_grad_norm``, noise multiplicity ``dp_noise_multiplicity``; isotropic references; digits
+    are dequantised once, a fixed data set). The metrics then hold ``epsilon``, ``delta``, ``noise_multiplier``,
+    ``sample_rate``; ``weighting`` and ``t_sampling`` must be their defaults.
 
     ``resume``: continue the training state in ``out/checkpoint.pt`` (there must be one, and the job must have the
     settings it was started with, ``iters`` included: a ValueError says what differs). Without ``resume`` the files
@@ -195,12 +203,26 @@ def run_generative_job(data: str = "moons", reference: str = "vp", parametrisati
                          if sampler == "sscs" else "an isotropic reference (vp or ve), not cld"))
     iters, steps, n_samples = check_dim(iters, "iters"), check_dim(steps, "steps"), check_dim(n_samples, "n_samples")
     nll_samples = check_count(nll_samples, "nll_samples")
+    dp = None
+    if dp_epsilon is not None:
+        if reference == "cld":
+            raise ValueError("differential privacy (dp_epsilon) needs an isotropic reference (vp or ve), not cld")
+        if weighting != "simple" or t_sampling != "uniform":
+            raise ValueError("differentially private training uses the simple weighting and uniform times; leave "
+                             "weighting and t_sampling at their defaults")
+        dp = dict(epsilon=check_positive(dp_epsilon, "dp_epsilon"), delta=float(dp_delta),
+                  max_grad_norm=check_positive(dp_max_grad_norm, "dp_max_grad_norm"),
+                  noise_multiplicity=check_dim(dp_noise_multiplicity, "dp_noise_multiplicity"))
     train_data, test, info = load_data(data, n_train=n_train, n_test=n_test, seed=seed)
+    if dp is not None and isinstance(train_data, DequantisedData):  # DP-SGD samples a fixed data set
+        train_data = dequantise(train_data.x_int, train_data.levels, generator=torch.Generator().manual_seed(seed))
     ref, ref_settings = make_reference(reference, info["dim"], info["max_distance"])
     fit_options = dict(reference=reference, parametrisation=parametrisation, weighting=weighting,
                        t_sampling=t_sampling, lr_schedule=lr_schedule, hidden=hidden, depth=depth)
     if data in TOY_DATASETS:  # fresh samples: their number is a setting
         fit_options.update(n_train=n_train, n_test=n_test)
+    if dp is not None:
+        fit_options.update(dp=dp)
     job = dict(target=data, dim=info["dim"], batch=batch, seed=seed, lr=lr, fit_options=fit_options, iters=iters,
                evaluation=dict(sampler=sampler, steps=steps, n_samples=n_samples, nll_samples=nll_samples))
     ckpt = os.path.join(out, "checkpoint.pt")
@@ -223,9 +245,15 @@ def run_generative_job(data: str = "moons", reference: str = "vp", parametrisati
             os.remove(os.path.join(out, f))
     write_json(os.path.join(out, "job.json"), job)
     try:
-        model.fit(train_data, iters=iters, batch=batch, lr=lr, weighting=weighting, t_sampling=t_sampling,
-                  lr_schedule=lr_schedule, seed=seed, checkpoint=ckpt, checkpoint_every=checkpoint_every,
-                  resume=resume, progress=progress)
+        if dp is None:
+            model.fit(train_data, iters=iters, batch=batch, lr=lr, weighting=weighting, t_sampling=t_sampling,
+                      lr_schedule=lr_schedule, seed=seed, checkpoint=ckpt, checkpoint_every=checkpoint_every,
+                      resume=resume, progress=progress)
+        else:
+            fit_private(model, train_data, iters=iters, batch=batch, target_epsilon=dp["epsilon"], delta=dp["delta"],
+                        max_grad_norm=dp["max_grad_norm"], noise_multiplicity=dp["noise_multiplicity"], lr=lr,
+                        lr_schedule=lr_schedule, seed=seed, checkpoint=ckpt, checkpoint_every=checkpoint_every,
+                        resume=resume, progress=progress)
     except KeyboardInterrupt as exc:
         if not os.path.isfile(ckpt):
             raise
@@ -241,6 +269,9 @@ def run_generative_job(data: str = "moons", reference: str = "vp", parametrisati
              seed=seed, device=device, t_min=model.t_min,
              wall_time_s=float(sum(model.history.get("seconds", []))),
              final_loss=float(np.mean(model.history["loss"][-100:])))
+    if dp is not None:
+        m.update({k: model.privacy[k] for k in ("epsilon", "delta", "noise_multiplier", "sample_rate",
+                                               "max_grad_norm", "noise_multiplicity", "accountant")})
     plane = info["dim"] == 2
     stage = _Stages(2 + plane, progress)
     try:

@@ -231,3 +231,25 @@ def test_fit_data_refuses_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(TINY + ["--out", str(tmp_path / "c"), "--resume"])
     assert "no checkpoint to resume" in capsys.readouterr().err
+
+
+def test_fit_data_with_differential_privacy_reports_the_privacy_spent(tmp_path, capsys):
+    """`fit-data --dp-epsilon 5` trains by DP-SGD: metrics.json holds epsilon (at most 5, and the accountant's for
+    the noise multiplier, rate and steps it reports), delta and the noise multiplier, and the printout names them;
+    CLD and a non-default weighting are refused before training."""
+    from controlsamp.generative import dpdm
+    out = tmp_path / "dp"
+    assert cli.main(["fit-data", "--data", "moons", "--iters", "20", "--batch", "64", "--dp-epsilon", "5",
+                     "--dp-noise-multiplicity", "2", "--nll-samples", "0", "--n-samples", "50", "--steps", "10",
+                     "--n-train", "640", "--out", str(out), "--quiet"]) == 0
+    m = _strict_json(out / "metrics.json")
+    assert m["epsilon"] <= 5.0 and m["delta"] == 1e-5 and m["noise_multiplicity"] == 2
+    assert m["sample_rate"] == 0.1
+    assert abs(m["epsilon"] - dpdm.epsilon_spent(m["noise_multiplier"], 0.1, 20, 1e-5)) < 1e-9
+    assert "epsilon" in capsys.readouterr().out
+    for extra, match in ((["--reference", "cld"], "isotropic reference"), (["--weighting", "likelihood"], "weighting")):
+        with pytest.raises(SystemExit):
+            cli.main(["fit-data", "--data", "moons", "--iters", "2", "--dp-epsilon", "5", "--out",
+                      str(tmp_path / "bad"), "--quiet"] + extra)
+        assert match in capsys.readouterr().err
+        assert not (tmp_path / "bad" / "checkpoint.pt").exists()

@@ -14,6 +14,7 @@ module                 holds
 ``ode``                the probability-flow ODE: Euler, DDIM, Heun, adaptive Dormand–Prince (torchdiffeq), scipy
 ``genie``              GENIE's second-order Taylor step: exact JVP derivative or a learned head (``GenieHead``)
 ``distill``            a smaller student trained on a teacher's noise predictions (``distill``, ``parameter_count``)
+``dpdm``               differentially private training (DP-SGD with noise multiplicity; opacus's accountants)
 ``data``               data sets for generative modelling: the 2-d sets, scikit-learn's 8x8 digits (dequantised),
                        ``.npy`` files
 ``likelihood``         log-likelihood through the probability-flow ODE (exact or Hutchinson divergence), bits/dim,
@@ -21,7 +22,7 @@ module                 holds
 =====================  ==========================================================================================
 """
 from .kernel import CLDKernel, IsotropicKernel, make_kernel
-from . import data
+from . import data, dpdm
 from .likelihood import (DIVERGENCES, bits_per_dim, cld_data_log_likelihood, dequantisation_log_scale, dequantise,
                          log_likelihood)
 from .distill import distill, parameter_count
@@ -33,7 +34,7 @@ from .sampling import ODE_SAMPLERS, SAMPLERS, SDE_SAMPLERS, annealed_langevin, p
 from .score_matching import T_SAMPLINGS, WEIGHTINGS, TimeSampler, score_matching_loss
 from .source import ExactScore, ScoreSource, reference_prior
 
-__all__ = ["data", "DiffusionModel", "ExactScore", "ScoreSource", "reference_prior", "make_kernel", "IsotropicKernel",
+__all__ = ["data", "dpdm", "DiffusionModel", "ExactScore", "ScoreSource", "reference_prior", "make_kernel", "IsotropicKernel",
            "CLDKernel", "PARAMETRISATIONS", "WEIGHTINGS", "T_SAMPLINGS", "TimeSampler", "score_matching_loss",
            "sample", "reverse_sde", "predictor_corrector", "annealed_langevin", "sscs", "SDE_SAMPLERS", "ODE_SAMPLERS", "SAMPLERS",
            "pf_drift", "pf_ode_sample", "genie_sample", "GenieHead", "distill", "parameter_count", "fit_genie_head", "eps_and_derivative", "ORDERS", "ADAPTIVE", "ODE_METHODS", "log_likelihood",

@@ -137,20 +137,24 @@ def eps_and_derivative(source, t, x: Tensor, use_ema: bool = True) -> Tuple[Tens
 
 
 class GenieHead(nn.Module):
-    r"""The learned derivative: :math:`h_\phi(t, x, \hat\epsilon) \approx d\hat\epsilon/d\gamma`, a SiLU MLP on
-    ``[x, eps, cos/sin(2 pi j t / T)_{j<n_freq}]`` whose output layer starts at zero (so an untrained head makes
-    GENIE's step DDIM's)."""
+    r"""The learned derivative, scaled: :math:`h_\phi(t, x, \hat\epsilon) \approx \gamma\,d\hat\epsilon/d\gamma`, a
+    SiLU MLP on ``[x, eps, t / T, cos/sin(pi j t / T)_{j<=n_freq}]`` whose output layer starts at zero (so an untrained
+    head makes GENIE's step DDIM's); the step uses :math:`h_\phi/\gamma`. The scaling makes the regression target
+    of order one at every noise level (for Gaussian data :math:`\gamma\,d\hat\epsilon/d\gamma \to \hat\epsilon` as
+    :math:`\gamma \to 0` and stays bounded as :math:`\gamma \to \infty`), where the raw derivative spans orders of
+    magnitude and an unscaled squared loss neglects the large-:math:`\gamma` steps, whose :math:`h^2/2` is the
+    largest. The half-period frequencies keep t = 0 and t = T apart."""
 
     def __init__(self, dim: int, T: float = 1.0, hidden: int = 64, depth: int = 2, n_freq: int = 4):
         super().__init__()
         self.dim, self.T, self.n_freq = check_dim(dim, "dim"), float(T), check_count(n_freq, "n_freq")
-        self.net = zero_output_mlp(2 * self.dim + 2 * self.n_freq, check_dim(hidden, "hidden"),
+        self.net = zero_output_mlp(2 * self.dim + 2 * self.n_freq + 1, check_dim(hidden, "hidden"),
                                    check_count(depth, "depth"), self.dim)
 
     def forward(self, t: Tensor, x: Tensor, eps: Tensor) -> Tensor:
         tt = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1, 1).expand(x.shape[0], 1)
-        freqs = 2 * math.pi * torch.arange(1, self.n_freq + 1, dtype=x.dtype, device=x.device) * tt / self.T
-        return self.net(torch.cat([x, eps, torch.cos(freqs), torch.sin(freqs)], 1))
+        freqs = math.pi * torch.arange(1, self.n_freq + 1, dtype=x.dtype, device=x.device) * tt / self.T
+        return self.net(torch.cat([x, eps, tt / self.T, torch.cos(freqs), torch.sin(freqs)], 1))
 
 
 def fit_genie_head(model: DiffusionModel, data, head: Optional[GenieHead] = None, iters: int = 2000,
@@ -158,8 +162,8 @@ def fit_genie_head(model: DiffusionModel, data, head: Optional[GenieHead] = None
                    checkpoint: Optional[str] = None, checkpoint_every: int = 200, resume: bool = False,
                    progress: bool = True) -> GenieHead:
     r"""Train a :class:`GenieHead` on a trained :class:`~.model.DiffusionModel` (its EMA network):
-    :math:`\min_\phi \mathbb E\,|h_\phi(t, x_t, \hat\epsilon(t, x_t)) - d\hat\epsilon/d\gamma(t, x_t)|^2` with
-    :math:`t \sim U[t_{\min}, T]` (stratified: 16 strata per batch, one uniform time in each), :math:`x_t = \alpha_t x_0 + \sigma_t\epsilon`, :math:`x_0` from ``data``
+    :math:`\min_\phi \mathbb E\,|h_\phi(t, x_t, \hat\epsilon(t, x_t)) - \gamma\,d\hat\epsilon/d\gamma(t, x_t)|^2` with
+    :math:`t \sim U[t_{\min}, T]` (stratified: 4 strata per batch, one uniform time in each, so 4 JVPs per step), :math:`x_t = \alpha_t x_0 + \sigma_t\epsilon`, :math:`x_0` from ``data``
     (n, d) and the target the exact JVP (:func:`eps_and_derivative`). Through the package's training loop
     (``checkpoint``, ``resume``); the head's history (``loss``, relative error ``rel_err``) is ``head.history``."""
     _check_isotropic(model)
@@ -177,7 +181,7 @@ def fit_genie_head(model: DiffusionModel, data, head: Optional[GenieHead] = None
     streams = Streams(seed, model.device)
     history: Dict[str, list] = getattr(head, "history", {})
     t_lo, t_hi = float(model.t_min), float(model.T)
-    groups = min(batch, 16)
+    groups = min(batch, 4)
 
     def step(it: int) -> Dict[str, float]:
         idx = torch.randint(len(x0_all), (batch,), generator=streams.cpu)
@@ -189,7 +193,9 @@ def fit_genie_head(model: DiffusionModel, data, head: Optional[GenieHead] = None
         a, s = model.kernel.coefficients(t, batch, x0)
         noise = torch.randn(x0.shape, generator=streams.device, device=model.device, dtype=model.dtype)
         xt = a * x0 + s * noise
-        eps, target = eps_and_derivative(model, t, xt)
+        eps, d_eps = eps_and_derivative(model, t, xt)
+        gamma = ddim_rates(model.reference, t)["gamma"].to(model.dtype).to(model.device)[:, None]
+        target = gamma * d_eps
         pred = head(t.to(model.dtype).to(model.device), xt, eps)
         loss = ((pred - target) ** 2).sum(-1).mean()
         descend(loss, opt, head.parameters(), None, f"iteration {it} (GENIE head loss {float(loss.detach()):.4g})")
@@ -262,7 +268,7 @@ def genie_sample(source, n: Optional[int] = None, x_T=None, steps: int = 10, hea
         else:
             with torch.no_grad():
                 eps = -sg * source.score(t, x)
-                d_eps = head(torch.full((x.shape[0],), t, dtype=dtype, device=device), x, eps)
+                d_eps = head(torch.full((x.shape[0],), t, dtype=dtype, device=device), x, eps) / g
             info["nfe"] += 1
             info["head_evals"] += 1
         y = x / a + h * eps
