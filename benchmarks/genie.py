@@ -3,7 +3,7 @@ DDIM at 5, 10 and 20 steps, on the 2-d mixture gmm2 of benchmarks/generative.py 
 VP reference, t_min 1e-3.
 
 Part 1, exact score (ExactScore: no learning error): DDIM and GENIE with the exact JVP.
-Part 2, learned: a DiffusionModel (MLP 128 x 3, eps) trained on exact samples, a GenieHead (MLP 64 x 2) trained
+Part 2, learned: a DiffusionModel (MLP 128 x 3, eps) trained on exact samples, a GenieHead (MLP 128 x 2) trained
 on its exact JVPs (the head's held-out relative error is reported), then DDIM, GENIE with the head and GENIE with
 the exact JVP of the learned model.
 
@@ -94,7 +94,7 @@ def main():
     p.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20])
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--iters", type=int, default=4000, help="score-model training iterations")
-    p.add_argument("--head-iters", type=int, default=2000)
+    p.add_argument("--head-iters", type=int, default=1500)
     p.add_argument("--out", default=OUT)
     p.add_argument("--quick", action="store_true")
     a = p.parse_args()
@@ -117,7 +117,7 @@ def main():
     model.fit(train, iters=a.iters, batch=256, lr_schedule="cosine", progress=False)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    head = genie.fit_genie_head(model, train, iters=a.head_iters, batch=256, lr=1e-3, progress=False)
+    head = genie.fit_genie_head(model, train, iters=a.head_iters, batch=256, lr=1e-3, hidden=128, progress=False)
     head_s = time.perf_counter() - t0
     # held-out relative error of the head: fresh exact points noised at stratified times
     g = torch.Generator().manual_seed(5)

@@ -118,21 +118,30 @@ def test_ttm2_is_second_order_and_ddim_first_order():
 
 
 def test_an_untrained_head_gives_ddim_and_a_trained_one_approaches_the_jvp():
-    """The head's output layer starts at zero, so GENIE with it equals DDIM (1e-12); trained on a small model's
-    exact JVPs (300 steps) its relative error falls from about 1 (the zero prediction) below 0.5 (measured 0.99 ->
-    0.38)."""
-    data, _, _ = cs.generative.data.load_data("moons", 2000, 10, seed=0)
-    model = cs.generative.DiffusionModel(cs.processes.VP(2), hidden=32, depth=2, dtype=D64)
-    model.fit(data, iters=200, batch=128, progress=False)
+    """The head's output layer starts at zero, so GENIE with it equals DDIM (1e-12). On a model whose network is the
+    exact Gaussian output (GaussianNet, eps), a head trained for 400 steps on its exact JVPs brings the relative error
+    of the scaled target gamma d eps / d gamma from about 1 (the zero prediction: 0.90 over the first 10 steps) below
+    0.3 (measured 0.074), and
+    GENIE with it beats DDIM's ODE error at 10 steps on the GENIE code's grid (quadratic, analytical first step;
+    mean error 0.047 against 0.158). benchmarks/genie.py does the same on a learned mixture model."""
+    ref = cs.processes.VP(2)
+    model = cs.generative.DiffusionModel(ref, network=GaussianNet("eps"), ema=0.0, dtype=D64)
+    model.ema.module.load_state_dict(model.network.state_dict())
+    data = M + torch.randn(4000, 2, dtype=D64, generator=torch.Generator().manual_seed(0)) @ torch.linalg.cholesky(S).T
     head = genie.GenieHead(2, hidden=32, depth=2).to(D64)
-    xT = model.prior_sample(100, torch.Generator().manual_seed(2))
+    xT = model.prior_sample(200, torch.Generator().manual_seed(2))
     xg, info = cs.generative.sample(model, sampler="genie", x_T=xT, steps=8, head=head)
     xd, _ = cs.generative.pf_ode_sample(model, x_T=xT, method="ddim", steps=8)
     assert torch.allclose(xg, xd, atol=1e-12) and info["head_evals"] == 8 and info["jvp"] == 0
-    head = genie.fit_genie_head(model, data, iters=300, batch=128, lr=3e-3, hidden=64, progress=False)
-    first, last = np.mean(head.history["rel_err"][:10]), np.mean(head.history["rel_err"][-20:])
-    print("head relative error", first, last)
-    assert first > 0.9 and last < 0.5
+    head = genie.fit_genie_head(model, data, iters=400, batch=128, lr=3e-3, hidden=64, progress=False)
+    first, last = np.mean(head.history["rel_err"][:10]), np.mean(head.history["rel_err"][-50:])
+    ode, _ = cs.generative.pf_ode_sample(model, x_T=xT, method="dopri5", rtol=1e-9, atol=1e-9)
+    opts = dict(x_T=xT, steps=10, grid="quadratic", afs=True)
+    e_head = float((genie.genie_sample(model, head=head, **opts)[0] - ode).norm(dim=1).mean())
+    e_ddim = float((genie.genie_sample(model, order=1, **opts)[0] - ode).norm(dim=1).mean())
+    print("head relative error", first, last, "ODE error head", e_head, "DDIM", e_ddim)
+    assert first > 0.8 and last < 0.3
+    assert e_head < e_ddim
 
 
 @pytest.mark.parametrize("reference", REFERENCES, ids=["vp", "ve", "subvp"])
