@@ -48,7 +48,8 @@ CONFIGS = {
     "dikl": ("dikl", None, {}),
 }
 
-# DiKL per target, after the authors' configs (He et al. 2024, github.com/jiajunhe98/DiKL, configs/*.yaml):
+# DiKL per target, after the authors' configs (He et al. 2024; the DiKL repository's configs/*.yaml, read from the
+# copy at github.com/himchan00/DiKL):
 # their DDPM schedule of 30 steps with betas linear from `start` to `end` becomes the continuous VP of rate
 # 30 * start -> 30 * end on [0, 1], whose levels k / 30 (k = 2..30) are theirs up to exp(-sum beta) against
 # prod (1 - beta); weights 1/alpha on MoG-40 and MW-32, uniform on DW-4 and LJ-13; one random level per latent.
