@@ -14,6 +14,8 @@ the spent epsilon, the noise multiplier, the fraction of clipped per-example gra
     python benchmarks/dpdm.py                     # the 2-d rows
     python benchmarks/dpdm.py --digits            # the digits rows too
     python benchmarks/dpdm.py --quick             # smoke run
+    python benchmarks/dpdm.py --only-digits --tag b720 --batch 720 --hidden 64 --depth 2 --iters 2000
+                                                  # digits at another setting (files digits-b720-*.json)
 
 Results: benchmarks/results/dpdm/{data}-{row}.json; the table prints every row found.
 """
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 
 import controlsamp as cs
-from controlsamp.generative import dpdm
+from controlsamp.generative import dpdm, parameter_count
 from controlsamp.generative.data import load_data
 from controlsamp.generative.likelihood import dequantise
 from controlsamp.train_generative import _nll, _sample_metrics
@@ -53,21 +55,22 @@ def get_data(name, seed=0):
 
 def run_row(data, row, a):
     name, epsilon, K = row
-    path = os.path.join(a.out, f"{data}-{name}.json")
+    path = os.path.join(a.out, f"{data}{'-' + a.tag if a.tag else ''}-{name}.json")
     if os.path.exists(path) and not a.quick:
         with open(path) as fh:
             return json.load(fh)
     train, test, info = get_data(data)
-    model = cs.generative.DiffusionModel(cs.processes.VP(info["dim"]), hidden=128, depth=3, seed=0)
+    model = cs.generative.DiffusionModel(cs.processes.VP(info["dim"]), hidden=a.hidden, depth=a.depth, seed=0)
     t0 = time.perf_counter()
     if epsilon is None:
-        model.fit(train, iters=a.iters, batch=a.batch, lr=1e-3, progress=False)
+        model.fit(train, iters=a.iters, batch=a.batch, lr=a.lr, progress=False)
         out = dict(epsilon=None)
     else:
         dpdm.fit_private(model, train, iters=a.iters, batch=a.batch, target_epsilon=epsilon, delta=1e-5,
-                         max_grad_norm=1.0, noise_multiplicity=K, lr=1e-3, progress=False)
+                         max_grad_norm=1.0, noise_multiplicity=K, lr=a.lr, progress=False)
         out = dict(model.privacy, clipped=float(np.mean(model.history["clipped"][-100:])))
-    out.update(data=data, row=name, K=K, iters=a.iters, batch=a.batch, fit_s=time.perf_counter() - t0)
+    out.update(data=data, row=name, K=K, iters=a.iters, batch=a.batch, hidden=a.hidden, depth=a.depth, lr=a.lr,
+               parameters=parameter_count(model), fit_s=time.perf_counter() - t0)
     k = min(a.nll_points, len(test))
     nll = _nll(model, test[:k], 23456)
     ll = nll.pop("nll_per_point")
@@ -86,7 +89,12 @@ def run_row(data, row, a):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--iters", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--batch", type=int, default=128, help="expected batch (the Poisson rate is batch / N)")
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--only-digits", action="store_true", help="the digits rows alone")
+    p.add_argument("--tag", default="", help="a suffix of the data name in the result files (another setting)")
     p.add_argument("--n-samples", type=int, default=2000)
     p.add_argument("--nll-points", type=int, default=1000)
     p.add_argument("--digits", action="store_true")
@@ -96,15 +104,18 @@ def main():
     if a.quick:
         a.iters, a.n_samples, a.nll_points, a.out = 20, 200, 50, os.path.join("/tmp", "dpdm-quick")
     torch.set_num_threads(1)
-    print("| data | row | epsilon (noise multiplier) | K | test NLL | bits/dim | W2 (floor) | clipped | train s |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for data in ["gmm2"] + (["digits"] if a.digits else []):
+    print("| data | row | parameters | batch | steps | epsilon (noise multiplier) | K | test NLL | bits/dim | "
+          "W2 (floor) | clipped | train s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for data in (["digits"] if a.only_digits else ["gmm2"] + (["digits"] if a.digits else [])):
         for row in ROWS:
             r = run_row(data, row, a)
             eps = "-" if r["epsilon"] is None else f"{r['epsilon']:.2f} ({r['noise_multiplier']:.3f})"
             w2 = f"{r['w2']:.3f} ({r['w2_floor']:.3f})" if "w2" in r else "-"
             clip = f"{r['clipped']:.2f}" if "clipped" in r else "-"
-            print(f"| {data} | {r['row']} | {eps} | {r['K']} | {r['nll']:.3f} ± {r['nll_se']:.3f} | "
+            name = f"{data} {a.tag}" if a.tag else data
+            print(f"| {name} | {r['row']} | {r.get('parameters', '-')} | {r['batch']} | {r['iters']} | {eps} | "
+                  f"{r['K']} | {r['nll']:.3f} ± {r['nll_se']:.3f} | "
                   f"{r['bits_per_dim']:.3f} | {w2} | {clip} | {r['fit_s']:.0f} |", flush=True)
 
 

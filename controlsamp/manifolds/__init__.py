@@ -1,0 +1,17 @@
+r"""Riemannian manifolds for diffusions on curved spaces (layer 1): the sphere S^d and the flat torus T^d, with
+exponential / logarithm maps, tangent projections, uniform laws, the Riemannian divergence and the geodesic
+random walk (Brownian motion with generator Laplace–Beltrami / 2).
+
+=====================  ==========================================================================================
+module                 holds
+=====================  ==========================================================================================
+``base``               the ``Manifold`` interface, the divergence of a tangent field, the geodesic random walk
+``sphere``             ``Sphere(d)``: unit vectors of R^{d+1}; longitude / latitude on S^2
+``torus``              ``Torus(d)``: angles in [-pi, pi)^d; exact (wrapped normal) Brownian motion
+=====================  ==========================================================================================
+"""
+from .base import Manifold
+from .sphere import Sphere
+from .torus import Torus, wrap
+
+__all__ = ["Manifold", "Sphere", "Torus", "wrap"]
