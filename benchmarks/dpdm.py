@@ -94,6 +94,8 @@ def main():
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--only-digits", action="store_true", help="the digits rows alone")
+    p.add_argument("--rows", nargs="+", default=[r[0] for r in ROWS], choices=[r[0] for r in ROWS],
+                   help="run these rows only")
     p.add_argument("--tag", default="", help="a suffix of the data name in the result files (another setting)")
     p.add_argument("--n-samples", type=int, default=2000)
     p.add_argument("--nll-points", type=int, default=1000)
@@ -108,7 +110,7 @@ def main():
           "W2 (floor) | clipped | train s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for data in (["digits"] if a.only_digits else ["gmm2"] + (["digits"] if a.digits else [])):
-        for row in ROWS:
+        for row in (r for r in ROWS if r[0] in a.rows):
             r = run_row(data, row, a)
             eps = "-" if r["epsilon"] is None else f"{r['epsilon']:.2f} ({r['noise_multiplier']:.3f})"
             w2 = f"{r['w2']:.3f} ({r['w2_floor']:.3f})" if "w2" in r else "-"
