@@ -8,10 +8,12 @@ module                 holds
 ``base``               the ``Manifold`` interface, the divergence of a tangent field, the geodesic random walk
 ``sphere``             ``Sphere(d)``: unit vectors of R^{d+1}; longitude / latitude on S^2
 ``torus``              ``Torus(d)``: angles in [-pi, pi)^d; exact (wrapped normal) Brownian motion
+``data``               longitude / latitude CSV tables onto S^2; the earth event sets (``load_earth``), if present
 =====================  ==========================================================================================
 """
 from .base import Manifold
 from .sphere import Sphere
 from .torus import Torus, wrap
+from . import data
 
-__all__ = ["Manifold", "Sphere", "Torus", "wrap"]
+__all__ = ["Manifold", "Sphere", "Torus", "wrap", "data"]
