@@ -12,6 +12,7 @@ principles and checks the identities it must satisfy by exact simplification to 
 ``ula``                ULA on N(0, s): stationary variance, contraction
 ``noised_score``       noised Gaussian / mixture data: marginal, score, Fokker–Planck, Tweedie
 ``reverse_kernels``    sub-VP kernel; the linear part of a reverse-time SDE: moment ODEs, semigroup
+``heat_kernel``        heat kernels of S^d and T^d: series terms, images, Varadhan; vMF Bessel-ratio coefficients
 =====================  ====================================================================
 
 Every module exposes ``derive()`` (cached; a dataclass of sympy expressions), ``checks()`` (a list
@@ -29,6 +30,7 @@ from typing import Dict, List
 from ._check import Check
 
 MODULE_NAMES = ("ou_kernel", "cld_kernel", "gaussian_bridge", "follmer", "lqr", "ula", "noised_score", "reverse_kernels")
+MODULE_NAMES = MODULE_NAMES + ("heat_kernel",)
 
 __all__ = ["MODULE_NAMES", "Check", "modules", "run_all"]
 

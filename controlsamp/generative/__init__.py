@@ -19,6 +19,8 @@ module                 holds
                        ``.npy`` files
 ``likelihood``         log-likelihood through the probability-flow ODE (exact or Hutchinson divergence), bits/dim,
                        dequantisation
+``riemannian``         Riemannian score-based models on the sphere and torus (``RiemannianDiffusionModel``, DSM / ISM),
+                       reverse geodesic random walk, PF-ODE sampler and likelihood, ``ExactManifoldScore``
 =====================  ==========================================================================================
 """
 from .kernel import CLDKernel, IsotropicKernel, make_kernel
@@ -33,9 +35,12 @@ from .parametrisation import PARAMETRISATIONS
 from .sampling import ODE_SAMPLERS, SAMPLERS, SDE_SAMPLERS, annealed_langevin, predictor_corrector, reverse_sde, sample, sscs
 from .score_matching import T_SAMPLINGS, WEIGHTINGS, TimeSampler, score_matching_loss
 from .source import ExactScore, ScoreSource, reference_prior
+from . import riemannian
+from .riemannian import ExactManifoldScore, RiemannianDiffusionModel
 
 __all__ = ["data", "dpdm", "DiffusionModel", "ExactScore", "ScoreSource", "reference_prior", "make_kernel", "IsotropicKernel",
            "CLDKernel", "PARAMETRISATIONS", "WEIGHTINGS", "T_SAMPLINGS", "TimeSampler", "score_matching_loss",
            "sample", "reverse_sde", "predictor_corrector", "annealed_langevin", "sscs", "SDE_SAMPLERS", "ODE_SAMPLERS", "SAMPLERS",
            "pf_drift", "pf_ode_sample", "genie_sample", "GenieHead", "distill", "parameter_count", "fit_genie_head", "eps_and_derivative", "ORDERS", "ADAPTIVE", "ODE_METHODS", "log_likelihood",
-           "cld_data_log_likelihood", "bits_per_dim", "dequantise", "dequantisation_log_scale", "DIVERGENCES"]
+           "cld_data_log_likelihood", "bits_per_dim", "dequantise", "dequantisation_log_scale", "DIVERGENCES",
+           "riemannian", "RiemannianDiffusionModel", "ExactManifoldScore"]

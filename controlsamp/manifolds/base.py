@@ -123,7 +123,7 @@ class Manifold(ABC):
                     scale=None, generator: Optional[torch.Generator] = None, record: bool = False) -> Tensor:
         r"""The geodesic random walk with drift, for k = 0..K-1 (K = ``steps``):
 
-        .. math:: X_{k+1} = \exp_{X_k}ig(h_k\, b_k(X_k) + g_k \sqrt{h_k}\, Z_kig),
+        .. math:: X_{k+1} = \exp_{X_k}\big(h_k\, b_k(X_k) + g_k \sqrt{h_k}\, Z_k\big),
 
         a weak-order-1 scheme for :math:`dX = b(t, X) dt + g(t) dB_M` (De Bortoli et al. 2022, Alg. 1).
         ``step_size``: h (a float) or the K step sizes; ``scale``: None (g = 1), a float or the K values g_k;
