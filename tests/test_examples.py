@@ -19,6 +19,7 @@ FAST = {
     "generative_digits.py": ["--iters", "20", "--steps", "20", "--nll-samples", "10"],
     "langevin_vs_diffusion.py": ["--budget", "1e5"],
     "lqr.py": ["--iters", "10"],
+    "manifolds.py": ["--iters", "20", "--n-test", "20"],
     "moons_to_circles.py": ["--ipf-iters", "1", "--iters-per-half", "30"],
     "pis_vs_exact.py": ["--iters", "10"],
     "rtb_digits.py": ["--prior-iters", "20", "--clf-iters", "20", "--steps", "10", "--iters", "5", "--batch", "16",
