@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 import controlsamp as cs  # noqa: E402
 from controlsamp.generative import riemannian  # noqa: E402
-from controlsamp.manifolds import Sphere, Torus  # noqa: E402
+from controlsamp.manifolds import Sphere  # noqa: E402
 from controlsamp.manifolds.mixtures import VonMisesFisherMixture, WrappedNormalMixture  # noqa: E402
 
 
