@@ -23,6 +23,8 @@ there the row says so and nothing is trained.
     python benchmarks/manifolds.py                # the synthetic rows (about 30 minutes on one thread)
     python benchmarks/manifolds.py --earth        # the earth rows too, if the files exist
     python benchmarks/manifolds.py --quick        # smoke run
+    python benchmarks/manifolds.py --iters 16000 --losses dsm --out benchmarks/results/manifolds-16k
+                                                  # a longer training budget
 
 Results: benchmarks/results/manifolds/{data}-{loss}-s{seed}.json; the table prints every row found.
 """
@@ -88,6 +90,7 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--losses", nargs="+", default=["dsm", "ism"], choices=["dsm", "ism"])
     p.add_argument("--n-test", type=int, default=2000)
+    p.add_argument("--data", nargs="+", default=["vmf5", "wn4"], choices=["vmf5", "wn4"], help="synthetic rows")
     p.add_argument("--earth", action="store_true", help="the earth rows too (5 seeds, DSM)")
     p.add_argument("--earth-root", default=None)
     p.add_argument("--out", default=OUT)
@@ -98,7 +101,7 @@ def main():
     torch.set_num_threads(1)
     print("| data | loss | seeds | test NLL (nats) | exact entropy | NLL - entropy | KL(data \\|\\| model) | train s |")
     print("|---|---|---|---|---|---|---|---|")
-    for name in ("vmf5", "wn4"):
+    for name in a.data:
         for loss in a.losses:
             rs = [run(name, loss, s, a) for s in a.seeds]
             nll = np.array([r["nll"] for r in rs])
