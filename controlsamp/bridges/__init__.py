@@ -10,5 +10,6 @@ half-bridge pieces they share are in :mod:`.halfbridge`.
 from .dsb import DSB
 from .dsbm import DSBM
 from .gaussian_ipf import GaussianIPF
+from .riemannian import RiemannianDSB
 
-__all__ = ["DSB", "DSBM", "GaussianIPF"]
+__all__ = ["DSB", "DSBM", "GaussianIPF", "RiemannianDSB"]

@@ -2,7 +2,9 @@
 backward drift network with EMA copies, the alternating half-bridge training (through the package's one
 training loop, :func:`controlsamp.training.fit_loop`) and sampling.
 
-A subclass says how a half-bridge gets its regression data (``_refresh_cache`` and ``_batch``)."""
+A subclass says how a half-bridge gets its regression data (``_refresh_cache`` and ``_batch``); one on another
+state space (:class:`~controlsamp.bridges.RiemannianDSB`) also replaces the drift networks (``_drift_net``) and the
+simulator (``_simulate``)."""
 from __future__ import annotations
 
 import os
@@ -48,7 +50,7 @@ class NeuralBridge(ABC):
         hidden, depth, seed = check_dim(hidden, "hidden"), check_dim(depth, "depth"), check_seed(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the networks' initialisation, without touching the caller's global stream
-            self.nets = nn.ModuleDict({d + "_drift": DriftNet(self.dim, self.T, hidden, depth, ema, ema_warmup)
+            self.nets = nn.ModuleDict({d + "_drift": self._drift_net(hidden, depth, ema, ema_warmup)
                                        for d in DIRECTIONS})
         self.nets.to(device=self.device, dtype=dtype)
         self.config = dict(reference=type(process).__name__, steps=self.steps, sigma=self.sigma, T=self.T,
@@ -56,6 +58,20 @@ class NeuralBridge(ABC):
                            cache_size=self.cache_size, cache_refresh=self.cache_refresh, seed=int(seed))
         self.history: Dict[str, list] = {}
         self._cache = None
+
+    # ---------------------------------------------------------------- hooks
+    def _drift_net(self, hidden: int, depth: int, ema: float, ema_warmup: float) -> DriftNet:
+        """A new drift network (called once per direction, forward first, inside the seeded ``fork_rng`` of
+        ``__init__``): an MLP of (t, x) on R^d. A subclass on another state space (e.g. a manifold) returns a
+        :class:`DriftNet` around its own network."""
+        return DriftNet(self.dim, self.T, hidden, depth, ema, ema_warmup)
+
+    def _simulate(self, drift, x_start: Tensor, direction: str, generator: torch.Generator,
+                  record: bool = True) -> Tensor:
+        """Paths of the process with grid drift ``drift(k, x)`` from ``x_start`` in forward-time order
+        (n, K + 1, d), or the far end only with ``record=False``: the Euler–Maruyama scheme of the reference
+        (:func:`~controlsamp.bridges.halfbridge.simulate`); a subclass on another state space overrides it."""
+        return simulate(drift, x_start, self.reference, direction, generator, record=record)
 
     # ---------------------------------------------------------------- drifts
     def net(self, direction: str) -> DriftNet:
@@ -110,14 +126,14 @@ class NeuralBridge(ABC):
             raise ValueError(f"direction must be one of {DIRECTIONS}; got {direction!r}")
         streams = Streams(seed, self.device)
         x = self._start(direction, check_dim(n, "n"), streams.cpu)
-        return simulate(self._grid_drift(direction), x, self.reference, direction, streams.device)
+        return self._simulate(self._grid_drift(direction), x, direction, streams.device)
 
     def transport(self, x, direction: str = "forward", seed: int = 0) -> Tensor:
         """Run the learned process from given points: X_T for X_0 = x (forward), or X_0 for X_T = x
         (backward), (n, d). Repeating a row gives samples of the learned conditional law."""
         x = self._points(x, direction)
-        return simulate(self._grid_drift(direction), x, self.reference, direction, Streams(seed, self.device).device,
-                        record=False)
+        return self._simulate(self._grid_drift(direction), x, direction, Streams(seed, self.device).device,
+                              record=False)
 
     def sample(self, n: int, seed: int = 0) -> Tuple[Tensor, Tensor]:
         """(x_0, x_T): the learned forward process from source samples."""

@@ -59,11 +59,13 @@ def make_reference(dim: int, sigma: float, T: float, reference: Optional[Isotrop
 class DriftNet(nn.Module):
     """A drift network b(t, x) (an :class:`~controlsamp.control.policies.MLPPolicy`) with an EMA copy used for
     simulation (:func:`controlsamp.training.ema_copy`: decay min(ema, (1 + n) / (ema_warmup + n)) at the n-th
-    update)."""
+    update). ``net``, when given, is the network b(t, x) to use instead of the MLP (e.g. one whose outputs are
+    tangent to a manifold); ``dim``, ``hidden`` and ``depth`` then describe it only."""
 
-    def __init__(self, dim: int, T: float, hidden: int, depth: int, ema: float, ema_warmup: float = 10.0):
+    def __init__(self, dim: int, T: float, hidden: int, depth: int, ema: float, ema_warmup: float = 10.0,
+                 net: Optional[nn.Module] = None):
         super().__init__()
-        self.net = MLPPolicy(dim, dim, T, hidden=hidden, depth=depth)
+        self.net = MLPPolicy(dim, dim, T, hidden=hidden, depth=depth) if net is None else net
         self.ema = ema_copy(self.net, ema, ema_warmup)
         self.trained = False
 
