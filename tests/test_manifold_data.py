@@ -23,6 +23,17 @@ def test_read_lonlat_csv_finds_the_columns_by_name_and_maps_to_unit_vectors(tmp_
     assert float((data.read_lonlat_csv(g) - want[2:]).abs().max()) < 1e-12
 
 
+def test_a_table_without_header_is_latitude_then_longitude(tmp_path):
+    f = _write(tmp_path / "f.csv", "# source\r\n-30.5,-120\r\n90,10\r\n")
+    x = data.read_lonlat_csv(f)
+    lat, lon = math.radians(-30.5), math.radians(-120)
+    assert float((x[0] - torch.tensor([math.cos(lat) * math.cos(lon), math.cos(lat) * math.sin(lon),
+                                       math.sin(lat)], dtype=torch.float64)).abs().max()) < 1e-12
+    assert x.shape == (2, 3)
+    with pytest.raises(ValueError, match="no header"):
+        data.read_lonlat_csv(f, lat_column="lat")
+
+
 def test_read_lonlat_csv_errors_name_the_file_and_row(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         data.read_lonlat_csv(tmp_path / "nope.csv")

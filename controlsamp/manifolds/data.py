@@ -5,8 +5,8 @@ volcanic eruptions, earthquakes, floods and fires (NOAA / NASA catalogues; 827, 
 The package does not ship these files. :func:`load_earth` reads them from a folder (``root``, else the environment
 variable ``CONTROLSAMP_EARTH_DATA``, else ``../shared/data/earth``) and says which file it looked for when one is
 missing. Each file is a CSV table with a latitude and a longitude column in degrees (the column names contain
-``lat`` and ``lon``, in any case and order; lines starting with ``#`` are comments), as distributed with the
-authors' code.
+``lat`` and ``lon``, in any case and order, or no header and latitude first; lines starting with ``#`` are
+comments), as distributed with the authors' code.
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ EARTH_DEFAULT_ROOT = os.path.join("..", "shared", "data", "earth")
 def read_lonlat_csv(path, lat_column: Optional[str] = None, lon_column: Optional[str] = None) -> Tensor:
     """The rows of a CSV table of latitudes and longitudes (degrees) as unit vectors (n, 3) of S^2 (float64).
 
-    The columns are found by name (the first containing ``lat`` / ``lon``, case-insensitive) unless given. A
+    The columns are found by name (the first containing ``lat`` / ``lon``, case-insensitive) unless given; a table
+    whose first row is numeric has no header and is read as latitude, longitude (in that order). A
     missing file, a table without such columns, an unreadable number or a latitude outside [-90, 90] is an error
     naming the file and the line."""
     path = os.fspath(path)
@@ -42,6 +43,17 @@ def read_lonlat_csv(path, lat_column: Optional[str] = None, lon_column: Optional
         rows = [r for r in csv.reader(line for line in fh if line.strip() and not line.lstrip().startswith("#"))]
     if not rows:
         raise ValueError(f"{path!r} holds no table")
+    def numeric(row):
+        try:
+            [float(v) for v in row]
+            return True
+        except ValueError:
+            return False
+
+    if numeric(rows[0]):  # no header: latitude, longitude by position (the authors' fire.csv)
+        if lat_column is not None or lon_column is not None:
+            raise ValueError(f"{path!r} has no header, so lat_column / lon_column cannot be used")
+        rows = [["lat", "lon"]] + rows
     header = [h.strip().lower() for h in rows[0]]
 
     def find(given, key):
