@@ -90,7 +90,7 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--losses", nargs="+", default=["dsm", "ism"], choices=["dsm", "ism"])
     p.add_argument("--n-test", type=int, default=2000)
-    p.add_argument("--data", nargs="+", default=["vmf5", "wn4"], choices=["vmf5", "wn4"], help="synthetic rows")
+    p.add_argument("--data", nargs="*", default=["vmf5", "wn4"], choices=["vmf5", "wn4"], help="synthetic rows")
     p.add_argument("--earth", action="store_true", help="the earth rows too (5 seeds, DSM)")
     p.add_argument("--earth-root", default=None)
     p.add_argument("--earth-sets", nargs="+", default=list(RSGM), choices=list(RSGM))
