@@ -50,7 +50,46 @@ def check_teacher(teacher, student) -> None:
                          f"{student.t_min}: give the student a t_min of at least {teacher.t_min}")
 
 
-class DiffusionModel(ScoreSource):
+class NetworkWithEMA:
+    """What every trained score model shares (:class:`DiffusionModel`,
+    :class:`~controlsamp.generative.riemannian.RiemannianDiffusionModel`): a ``network`` with an EMA copy
+    ``ema``, a ``history``, a ``kind`` and a ``config`` naming the checkpoint, the fit's call of the package's one
+    training loop, and save / load in the one checkpoint schema."""
+
+    network: nn.Module
+    kind: str
+    config: dict
+
+    def _run_fit(self, step, total: int, opt, sched, config: dict, streams: Streams, checkpoint, checkpoint_every: int,
+                 resume: bool, progress: bool, n_done: int):
+        """``step`` through :func:`controlsamp.training.fit_loop` for iterations n_done..total-1, checkpointing the
+        network, its EMA, the optimiser (and schedule) with the random streams."""
+        modules = {"network": self.network, "ema": self.ema, "optimizer": opt}
+        if sched is not None:
+            modules["schedule"] = sched
+        self.trained = True
+        fit_loop(step, total, modules, self.history, kind=self.kind, config=config, streams=streams,
+                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
+                 extra=lambda: {"fit_start": n_done}, postfix=("loss",), start=n_done,
+                 iters_name="the earlier fits' steps + iters")
+        return self
+
+    def save(self, path: str) -> None:
+        """Write the network, its EMA copy and the history in the package's checkpoint schema."""
+        save_model(path, self.kind, self.config, {"network": self.network, "ema": self.ema}, self.history,
+                   {"trained": self.trained})
+
+    def load(self, path: str):
+        """Load a file written by :meth:`save` into this model (built with the same arguments; a file of another
+        kind or configuration is refused)."""
+        payload = load_checkpoint(path, self.kind, self.config, map_location=self.device)
+        load_modules(payload, {"network": self.network, "ema": self.ema})
+        self.history = payload["history"]
+        self.trained = bool(payload["extra"].get("trained", True))
+        return self
+
+
+class DiffusionModel(NetworkWithEMA, ScoreSource):
     r"""A score model :math:`s_\theta(t, x) \approx \nabla_x\log p_t(x)` on a reference process (see the module
     docstring), with an EMA copy of its weights used for sampling.
 
@@ -206,34 +245,13 @@ class DiffusionModel(ScoreSource):
             self.ema.update_parameters(self.network)
             return {"loss": loss.item(), **info}
 
-        modules = {"network": self.network, "ema": self.ema, "optimizer": opt}
-        if sched is not None:
-            modules["schedule"] = sched
-        self.trained = True
-        fit_loop(step, total, modules, self.history, kind=self.kind, config=config, streams=streams,
-                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
-                 extra=lambda: {"fit_start": n_done}, postfix=("loss",), start=n_done,
-                 iters_name="the earlier fits' steps + iters")
-        return self
+        return self._run_fit(step, total, opt, sched, config, streams, checkpoint, checkpoint_every, resume, progress,
+                             n_done)
 
     # ------------------------------------------------------------------ persistence
     @property
     def kind(self) -> str:
         return f"DiffusionModel[{type(self.reference).__name__},{self.parametrisation}]"
-
-    def save(self, path: str) -> None:
-        """Write the network, its EMA copy and the history in the package's checkpoint schema."""
-        save_model(path, self.kind, self.config, {"network": self.network, "ema": self.ema}, self.history,
-                   {"trained": self.trained})
-
-    def load(self, path: str) -> "DiffusionModel":
-        """Load a file written by :meth:`save` into this model (built with the same arguments; a file of another
-        kind or configuration is refused)."""
-        payload = load_checkpoint(path, self.kind, self.config, map_location=self.device)
-        load_modules(payload, {"network": self.network, "ema": self.ema})
-        self.history = payload["history"]
-        self.trained = bool(payload["extra"].get("trained", True))
-        return self
 
     def __repr__(self) -> str:
         return f"DiffusionModel({self.reference!r}, parametrisation={self.parametrisation!r}, t_min={self.t_min})"

@@ -121,7 +121,8 @@ from ..control.policies import MLPPolicy
 from ..manifolds import Manifold, Sphere, Torus
 from ..manifolds.heat import heat_kernel_score, sample_heat_kernel
 from ..targets.sources import as_sampler
-from ..training import Streams, descend, ema_copy, fit_loop, load_checkpoint, load_modules, make_optimizer, save_model
+from ..training import Streams, descend, ema_copy, load_checkpoint, make_optimizer
+from .model import NetworkWithEMA
 
 Tensor = torch.Tensor
 
@@ -404,7 +405,7 @@ def ism_terms(score: Callable[[Tensor, Tensor], Tensor], manifold, schedule: Bet
 
 
 # ---------------------------------------------------------------------------------------------- the model
-class RiemannianDiffusionModel(ManifoldScoreSource):
+class RiemannianDiffusionModel(NetworkWithEMA, ManifoldScoreSource):
     r"""A Riemannian score-based generative model (module docstring): a score network
     :math:`s_\theta(t, x) = P_x\mathrm{NN}_\theta(t, \phi(x))/\sigma(t)` on a sphere or torus, on the reference
     :math:`dX = \sqrt{\beta(t)}\,dB^M`, with an EMA copy of its weights used for sampling and likelihoods.
@@ -579,34 +580,13 @@ class RiemannianDiffusionModel(ManifoldScoreSource):
             self.ema.update_parameters(self.network)
             return {"loss": loss.item()}
 
-        modules = {"network": self.network, "ema": self.ema, "optimizer": opt}
-        if sched is not None:
-            modules["schedule"] = sched
-        self.trained = True
-        fit_loop(step, total, modules, self.history, kind=self.kind, config=config, streams=streams,
-                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
-                 extra=lambda: {"fit_start": n_done}, postfix=("loss",), start=n_done,
-                 iters_name="the earlier fits' steps + iters")
-        return self
+        return self._run_fit(step, total, opt, sched, config, streams, checkpoint, checkpoint_every, resume, progress,
+                             n_done)
 
     # ------------------------------------------------------------------ persistence
     @property
     def kind(self) -> str:
         return f"RiemannianDiffusionModel[{self.manifold!r},{self.loss_name}]"
-
-    def save(self, path: str) -> None:
-        """Write the network, its EMA copy and the history in the package's checkpoint schema."""
-        save_model(path, self.kind, self.config, {"network": self.network, "ema": self.ema}, self.history,
-                   {"trained": self.trained})
-
-    def load(self, path: str) -> "RiemannianDiffusionModel":
-        """Load a file written by :meth:`save` into this model (built with the same arguments; a file of another
-        kind or configuration is refused)."""
-        payload = load_checkpoint(path, self.kind, self.config, map_location=self.device)
-        load_modules(payload, {"network": self.network, "ema": self.ema})
-        self.history = payload["history"]
-        self.trained = bool(payload["extra"].get("trained", True))
-        return self
 
     def __repr__(self) -> str:
         return (f"RiemannianDiffusionModel({self.manifold!r}, loss={self.loss_name!r}, {self.schedule!r}, "
