@@ -60,6 +60,16 @@ class NetworkWithEMA:
     kind: str
     config: dict
 
+    def _fit_start(self, checkpoint, resume: bool, config: dict) -> int:
+        """The iteration this fit starts from: the steps of earlier fits, or, when resuming a checkpoint, where the
+        fit being resumed started (its ``fit_start``)."""
+        if resume and checkpoint is not None and os.path.exists(checkpoint):
+            ex = load_checkpoint(checkpoint, self.kind, config, training_state=True)["extra"]
+            if not isinstance(ex.get("fit_start"), int):
+                raise ValueError(f"{checkpoint!r} lacks the model's training offset (fit_start)")
+            return ex["fit_start"]
+        return len(self.history.get("loss", []))
+
     def _run_fit(self, step, total: int, opt, sched, config: dict, streams: Streams, checkpoint, checkpoint_every: int,
                  resume: bool, progress: bool, n_done: int):
         """``step`` through :func:`controlsamp.training.fit_loop` for iterations n_done..total-1, checkpointing the
@@ -228,12 +238,7 @@ class DiffusionModel(NetworkWithEMA, ScoreSource):
         config = dict(self.config, iters=iters, batch=batch, lr=float(lr), weighting=weighting, t_sampling=t_sampling,
                       grad_clip=grad_clip, lr_schedule=lr_schedule, fit_seed=int(seed),
                       **({} if teacher is None else {"teacher": type(teacher).__name__}))
-        n_done = len(self.history.get("loss", []))
-        if resume and checkpoint is not None and os.path.exists(checkpoint):
-            ex = load_checkpoint(checkpoint, self.kind, config, training_state=True)["extra"]
-            if not isinstance(ex.get("fit_start"), int):
-                raise ValueError(f"{checkpoint!r} lacks the model's training offset (fit_start)")
-            n_done = ex["fit_start"]
+        n_done = self._fit_start(checkpoint, resume, config)
         total = n_done + iters
         opt, sched = make_optimizer([{"params": self.network.parameters(), "lr": lr}], iters, lr_schedule)
         streams = Streams(seed, self.device)

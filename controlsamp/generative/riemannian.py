@@ -108,7 +108,6 @@ non-finite reports), its checkpoint schema (exact resume) and :func:`controlsamp
 from __future__ import annotations
 
 import math
-import os
 from abc import ABC, abstractmethod
 from typing import Callable, Dict, Optional
 
@@ -121,7 +120,7 @@ from ..control.policies import MLPPolicy
 from ..manifolds import Manifold, Sphere, Torus
 from ..manifolds.heat import heat_kernel_score, sample_heat_kernel
 from ..targets.sources import as_sampler
-from ..training import Streams, descend, ema_copy, load_checkpoint, make_optimizer
+from ..training import Streams, descend, ema_copy, make_optimizer
 from .model import NetworkWithEMA
 
 Tensor = torch.Tensor
@@ -562,12 +561,7 @@ class RiemannianDiffusionModel(NetworkWithEMA, ManifoldScoreSource):
         seed, grad_clip = check_seed(seed), check_grad_clip(grad_clip)
         config = dict(self.config, iters=iters, batch=batch, lr=float(lr), grad_clip=grad_clip,
                       lr_schedule=lr_schedule, fit_seed=int(seed))
-        n_done = len(self.history.get("loss", []))
-        if resume and checkpoint is not None and os.path.exists(checkpoint):
-            ex = load_checkpoint(checkpoint, self.kind, config, training_state=True)["extra"]
-            if not isinstance(ex.get("fit_start"), int):
-                raise ValueError(f"{checkpoint!r} lacks the model's training offset (fit_start)")
-            n_done = ex["fit_start"]
+        n_done = self._fit_start(checkpoint, resume, config)
         total = n_done + iters
         opt, sched = make_optimizer([{"params": self.network.parameters(), "lr": lr}], iters, lr_schedule)
         streams = Streams(seed, self.device)
