@@ -32,19 +32,32 @@ import torch
 from tqdm.auto import tqdm
 
 from ._validate import check_dim
+from .parallel import DataParallel, world_size
 
 SCHEMA = 2  # 2: weights-only payload with a sha256 checksum (1: pickled, unchecked)
 FORMAT = "controlsamp-checkpoint"
 LR_SCHEDULES = (None, "cosine")
 
 
-class Streams:
-    """The random streams of one training run, seeded once (no global ``torch.manual_seed``): ``device`` (paths,
-    noise: a generator on the training device) and ``cpu`` (indices into CPU buffers). Their states go into
-    every checkpoint, so a resumed run draws what the uninterrupted run would have."""
+def shard_seed(seed: int, shard: int) -> int:
+    """The seed of random shard ``shard`` of a run seeded ``seed`` (:mod:`controlsamp.parallel`): ``seed`` itself
+    for shard 0, so a one-shard run draws what it always drew; for the others a hash of (seed, shard) below
+    2^31."""
+    if shard == 0:
+        return int(seed)
+    digest = hashlib.sha256(f"controlsamp-shard:{int(seed)}:{int(shard)}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
-    def __init__(self, seed: int, device="cpu"):
-        self.seed = int(seed)
+
+class Streams:
+    """The random streams of one training run (or of one shard of it, see :mod:`controlsamp.parallel`), seeded
+    once (no global ``torch.manual_seed``): ``device`` (paths, noise: a generator on the training device) and
+    ``cpu`` (indices into CPU buffers). Their states go into every checkpoint, so a resumed run draws what the
+    uninterrupted run would have. ``shard``: seeds the streams of that shard (:func:`shard_seed`)."""
+
+    def __init__(self, seed: int, device="cpu", shard: int = 0):
+        self.shard = int(shard)
+        self.seed = shard_seed(seed, self.shard)
         self.device = torch.Generator(device=torch.device(device)).manual_seed(self.seed)
         self.cpu = torch.Generator().manual_seed(self.seed + 1)
 
@@ -98,23 +111,33 @@ def ema_copy(module: torch.nn.Module, decay: float, warmup: float = 10.0) -> tor
     return torch.optim.swa_utils.AveragedModel(module, avg_fn=avg)
 
 
-def clip_gradient(parameters, grad_clip: Optional[float], where: str) -> float:
-    """Clip the gradient norm to ``grad_clip`` (None: no clipping) and return it; a non-finite norm stops
-    training with a ValueError that says ``where`` (e.g. "iteration 12 (loss 3.1)")."""
-    gnorm = float(torch.nn.utils.clip_grad_norm_(list(parameters), grad_clip or float("inf")))
+def shard_streams(parallel: DataParallel, seed: int, device="cpu") -> List[Streams]:
+    """The random streams of this process's shards of a run seeded ``seed`` (one per shard it simulates)."""
+    return [Streams(seed, device, shard=s) for s in parallel.own]
+
+
+def clip_gradient(parameters, grad_clip: Optional[float], where: str,
+                  parallel: Optional[DataParallel] = None) -> float:
+    """Average the gradients over the processes of ``parallel`` (data-parallel training; nothing in one process),
+    clip their norm to ``grad_clip`` (None: no clipping) and return it; a non-finite norm stops training with a
+    ValueError that says ``where`` (e.g. "iteration 12 (loss 3.1)")."""
+    parameters = list(parameters)
+    if parallel is not None:
+        parallel.average_gradients(parameters)
+    gnorm = float(torch.nn.utils.clip_grad_norm_(parameters, grad_clip or float("inf")))
     if not math.isfinite(gnorm):
         raise ValueError(f"the gradient became non-finite at {where}; the parameters were not updated")
     return gnorm
 
 
 def descend(loss: torch.Tensor, optimizer, parameters, grad_clip: Optional[float], where: str,
-            schedule=None) -> float:
-    """One optimiser step on ``loss``: clear the gradients, backpropagate, clip their norm to ``grad_clip``
-    (:func:`clip_gradient`, whose error names ``where``), step the optimiser and its ``schedule``. Returns the
-    gradient norm before clipping."""
+            schedule=None, parallel: Optional[DataParallel] = None) -> float:
+    """One optimiser step on ``loss``: clear the gradients, backpropagate, average them over the processes of
+    ``parallel`` and clip their norm to ``grad_clip`` (:func:`clip_gradient`, whose error names ``where``), step
+    the optimiser and its ``schedule``. Returns the gradient norm before clipping."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    gnorm = clip_gradient(parameters, grad_clip, where)
+    gnorm = clip_gradient(parameters, grad_clip, where, parallel)
     optimizer.step()
     if schedule is not None:
         schedule.step()
@@ -417,11 +440,11 @@ def _clone(obj):
 
 
 def fit_loop(step: Callable[[int], Dict[str, float]], iters: int, modules: Dict[str, object],
-             history: Dict[str, List[float]], kind: str, config: dict, streams: Optional[Streams] = None,
+             history: Dict[str, List[float]], kind: str, config: dict, streams=None,
              checkpoint: Optional[str] = None, checkpoint_every: int = 100, resume: bool = False,
              progress: bool = True, extra: Optional[Callable[[], dict]] = None,
              restore_extra: Optional[Callable[[dict], None]] = None, postfix: Sequence[str] = ("loss", "log_Z"),
-             start: int = 0, iters_name: str = "iters") -> int:
+             start: int = 0, iters_name: str = "iters", parallel: Optional[DataParallel] = None) -> int:
     """Run ``step(it)`` for it = start..iters-1; ``step`` returns the scalars to record in ``history``.
 
     ``modules`` (objects with state_dict / load_state_dict: networks, optimisers, schedules, buffers),
@@ -437,7 +460,22 @@ def fit_loop(step: Callable[[int], Dict[str, float]], iters: int, modules: Dict[
     step the interrupt landed. A run killed outright (SIGKILL) leaves the last periodic checkpoint, written
     atomically, from which the same holds. A non-finite loss stops training with a ValueError naming the
     iteration. Returns the number of iterations done.
+
+    Data parallelism (:mod:`controlsamp.parallel`): ``parallel`` holds the run's shards and ``streams`` is then the
+    list of this process's shards' streams. The checkpoint holds every shard's streams (gathered from the
+    processes; written by rank 0 only) and, for more than one shard, ``shards`` in its config, so a run resumes
+    with the same shards on any number of processes that divides them. ``step`` must compute the same records in
+    every process (reduced over the processes). A trainer that passes no ``parallel`` refuses to run in a group
+    of several processes.
     """
+    if parallel is None and world_size() > 1:
+        raise ValueError(f"{kind} does not train on several processes (torch.distributed is initialised with "
+                         f"{world_size()}); run it in one process")
+    shards = parallel.shards if parallel is not None else 1
+    if shards > 1:
+        config = dict(config, shards=shards)
+    own = list(streams) if isinstance(streams, (list, tuple)) else ([] if streams is None else [streams])
+    writer = parallel is None or parallel.writer
     checkpoint_every = check_dim(checkpoint_every, "checkpoint_every")
     if checkpoint is not None:
         checkpoint = _as_path(checkpoint, "checkpoint")
@@ -455,8 +493,8 @@ def fit_loop(step: Callable[[int], Dict[str, float]], iters: int, modules: Dict[
         history.clear()
         history.update({k: list(v) for k, v in state["history"].items()})
         start = done_before
-        if streams is not None and state["rng"] is not None:
-            streams.load_state_dict(state["rng"])
+        if own and state["rng"] is not None:
+            _load_streams(own, state["rng"], shards, checkpoint)
         if restore_extra is not None:
             try:
                 restore_extra(state["extra"])
@@ -467,7 +505,7 @@ def fit_loop(step: Callable[[int], Dict[str, float]], iters: int, modules: Dict[
     def current(it: int) -> dict:
         return {"schema": SCHEMA, "kind": kind, "config": plain_config(config), "iteration": it,
                 "history": history, "modules": {k: m.state_dict() for k, m in modules.items()},
-                "rng": streams.state_dict() if streams is not None else None,
+                "rng": _streams_state(own, parallel) if own else None,
                 "extra": extra() if extra is not None else {}}
 
     def at_boundary(it: int) -> dict:
@@ -478,6 +516,8 @@ def fit_loop(step: Callable[[int], Dict[str, float]], iters: int, modules: Dict[
         return payload
 
     def write_boundary(payload: dict) -> None:
+        if not writer:
+            return
         lengths = payload["history"]
         save_checkpoint(checkpoint, dict(payload, history={k: list(history[k][:n]) for k, n in lengths.items()}))
 
@@ -503,7 +543,9 @@ def fit_loop(step: Callable[[int], Dict[str, float]], iters: int, modules: Dict[
                 history.setdefault(k, []).append(float(v))
             bar.set_postfix({k: f"{rec[k]:.4g}" for k in postfix if k in rec})
             if checkpoint and (it + 1) % checkpoint_every == 0:
-                save_checkpoint(checkpoint, current(it + 1))
+                payload = current(it + 1)
+                if writer:
+                    save_checkpoint(checkpoint, payload)
     except BaseException:
         if boundary is not None:  # the state before the interrupted step: resuming repeats it from its start
             try:
@@ -519,5 +561,29 @@ def fit_loop(step: Callable[[int], Dict[str, float]], iters: int, modules: Dict[
     finally:
         bar.close()
     if checkpoint:
-        save_checkpoint(checkpoint, current(iters))
+        payload = current(iters)
+        if writer:
+            save_checkpoint(checkpoint, payload)
+        if parallel is not None:
+            parallel.barrier()  # the file exists for every process once fit returns
     return iters - start
+
+
+def _streams_state(own: List[Streams], parallel: Optional[DataParallel]) -> dict:
+    """The checkpoint entry of the random streams: one shard's states as they are, several shards' (gathered
+    from every process, in shard order) as ``{"shards": [...]}``."""
+    if parallel is None or parallel.shards == 1:
+        return own[0].state_dict()
+    states = [st for part in parallel.gather_objects([s.state_dict() for s in own]) for st in part]
+    return {"shards": states}
+
+
+def _load_streams(own: List[Streams], rng: dict, shards: int, checkpoint: str) -> None:
+    if shards == 1:
+        own[0].load_state_dict(rng)
+        return
+    states = rng.get("shards") if isinstance(rng, dict) else None
+    if not isinstance(states, list) or len(states) != shards:
+        raise ValueError(f"{checkpoint!r} does not hold the random streams of {shards} shards")
+    for s in own:
+        s.load_state_dict(states[s.shard])

@@ -8,7 +8,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "controlsamp"
 LAYER = {"_validate": 0, "_linalg": 0, "_threads": 0,  # layer 0: the helpers first, then what uses them
-         "weights": 0.5, "training": 0.5,
+         "parallel": 0.4, "weights": 0.5, "training": 0.5,
          "targets": 1, "processes": 1, "metrics": 1, "manifolds": 1,
          "exact": 2, "sde": 2, "langevin": 2,
          "control": 3,

@@ -38,6 +38,9 @@ __all__ = ["GridRecorder"]
 
 # cotangent of the controls of steps lo..hi-1 as (hi - lo, n, m), from the output's cotangent
 Cotangent = Callable[[Tensor, int, int], Tensor]
+# recordings of one shape a policy keeps arrays for at once (several live ones: the shards of one process in
+# data-parallel training); past that the oldest is reused and marked stale
+POOL_SLOTS = 8
 
 
 def _silu_backward(grad: Tensor, sig: Tensor, act: Tensor, out: Tensor) -> Tensor:
@@ -101,6 +104,7 @@ class _RecordedMLPGradient(torch.autograd.Function):
                 grads[2 * (j - 1) + 1].add_(dz.sum(0))
                 dh = torch.mm(dz, ws[j - 1], out=dh_buf)
         d_weight0 = d_weight0_t.T.contiguous()
+        rec.released = True  # its arrays may now be reused
         ctx.record = ctx.cotangent = None
         return (None, None, None, d_weight0, d_bias, d_gain, *grads)
 
@@ -126,7 +130,7 @@ class GridRecorder:
         self._bias, self._gain = bias.detach(), None if gain is None else gain.detach()
         self.weight0 = policy.net[0].weight[:, : policy.dim]
         self.blocks = [policy.net[j] for j in range(2, len(policy.net), 2)]  # the Linear layers after the first
-        self.K, self.calls, self.n, self.stale = len(ts), 0, None, False
+        self.K, self.calls, self.n, self.stale, self.released = len(ts), 0, None, False, False
         # per-step rows of the time terms and transposed weights (views), taken once per recording
         self._bias_rows = self._bias.unbind(0)
         self._gain_rows = None if self._gain is None else self._gain.unbind(0)
@@ -141,19 +145,26 @@ class GridRecorder:
         self.xs = self.feats = self.us = None
 
     def _allocate(self, x: Tensor) -> None:
-        """The record's arrays, reused from the policy's previous recording of the same shape: fresh arrays of
-        this size (megabytes) come from the operating system page by page at first touch, which measured as
-        much as the arithmetic on a 2-core machine. The previous recorder is marked stale (its backward pass
-        then raises instead of reading overwritten activations)."""
+        """The record's arrays, reused from an earlier recording of the same shape by the policy whose recorder
+        is gone or has been differentiated: fresh arrays of this size (megabytes) come from the operating system
+        page by page at first touch, which measured as much as the arithmetic on a 2-core machine. Up to
+        :data:`POOL_SLOTS` recordings can be alive at once; past that the oldest's arrays are taken and it is
+        marked stale (its backward pass then raises instead of reading overwritten activations)."""
         n, K, H = x.shape[0], self.K, self._bias.shape[1]
         m = self.blocks[-1].weight.shape[0]
         key = (n, K, H, len(self.blocks), x.shape[1], m, self._gain is not None, x.dtype, str(x.device))
         pool = self.policy.__dict__.get("_grid_record_pool")
-        if pool is not None and pool[0] == key:
-            owner = pool[2]()
+        if not isinstance(pool, list) or not pool or pool[0][0] != key:
+            pool = []  # another shape: the old arrays go
+        free = next((e for e in pool if e[2]() is None or e[2]().released), None)
+        if free is None and len(pool) >= POOL_SLOTS:
+            free = pool[0]
+            owner = free[2]()
             if owner is not None:
                 owner.stale = True
-            arrays = pool[1]
+        if free is not None:
+            pool.remove(free)
+            arrays = free[1]
         else:
             new = lambda width: torch.empty(K * n, width, device=x.device, dtype=x.dtype)  # noqa: E731
             arrays = ([new(H) for _ in self.blocks], [new(H) for _ in self.blocks], new(x.shape[1]),
@@ -164,7 +175,8 @@ class GridRecorder:
             views = [(xs[r], [p[r] for p in sig], [a[r] for a in acts], None if feats is None else feats[r], us[i])
                      for i, r in enumerate(rows)]  # each step's rows, made once
             arrays = arrays + (views,)
-        self.policy.__dict__["_grid_record_pool"] = (key, arrays, weakref.ref(self))
+        pool.append((key, arrays, weakref.ref(self)))
+        self.policy.__dict__["_grid_record_pool"] = pool
         self.n = n
         self.sig, self.acts, self.xs, self.feats, self.us, self._views = arrays
 

@@ -38,7 +38,8 @@ from ..control.objectives import REGISTRY
 from ..sde import DiscretisedReference
 from ..targets import Target
 from ..weights import logmeanexp
-from ..training import Streams, descend, fit_loop, load_checkpoint, load_modules, make_optimizer, save_model
+from ..parallel import DataParallel
+from ..training import descend, fit_loop, load_checkpoint, load_modules, make_optimizer, save_model, shard_streams
 from .offpolicy import ReplayBuffer, local_search
 
 Tensor = torch.Tensor
@@ -170,7 +171,7 @@ class DiffusionSampler:
             local_search_adapt_rate: float = 0.05, grad_clip: Optional[float] = None,
             lr_schedule: Optional[str] = None, checkpoint: Optional[str] = None, checkpoint_every: int = 100,
             resume: bool = False, progress: bool = True, stl: bool = False, adjoint: Optional[bool] = None,
-            backward_every: int = 2) -> "DiffusionSampler":
+            backward_every: int = 2, shards: Optional[int] = None) -> "DiffusionSampler":
         r"""Train the control with one objective of :mod:`controlsamp.control.objectives`.
 
         ``loss``: ``"kl"`` / ``"relative_entropy"`` (through torchsde's adjoint, or by backpropagation through
@@ -200,6 +201,12 @@ class DiffusionSampler:
             checkpoint, checkpoint_every, resume: a checkpoint file; ``resume=True`` continues from it (the
                 network, objective, optimiser, buffer, random streams and counters are restored; a checkpoint
                 of another configuration is refused).
+            shards: the random shards of data-parallel training (:mod:`controlsamp.parallel`; None: one per
+                process). Each shard draws ``batch / shards`` paths from its own streams, the loss is that of the
+                whole batch, the replay buffer takes every shard's samples and the local-search step is the
+                shards' mean; run in a ``torch.distributed`` group (``torchrun``, ``controlsamp run --nproc``)
+                the processes share the shards. The result depends on the seed and ``shards``, not on the
+                number of processes. Only the checkpoint's writer (rank 0) writes it.
         """
         loss = self.default_loss if loss is None else loss
         if not isinstance(loss, (str, Objective)):
@@ -241,38 +248,53 @@ class DiffusionSampler:
         groups = [{"params": list(self.policy.parameters()), "lr": lr},
                   {"params": list(objective.parameters()), "lr": check_positive(lr_log_Z, "lr_log_Z")}]
         opt, sched = make_optimizer(groups, iters, lr_schedule)
-        streams = Streams(seed, self.device)
+        dp = DataParallel(shards)
+        per_shard = dp.split(batch, "batch")
+        streams = shard_streams(dp, seed, self.device)
         buf = ReplayBuffer(buffer, self.dim, rank_weight) if buffer > 0 else None
         state = {"ls_step": float(local_search_step), "evals": self.target_evals}
         problem, policy = self.problem, self.policy
 
-        def behaviour(it: int) -> Tuple[Optional[Paths], bool]:
+        def behaviour(it: int) -> Tuple[List[Optional[Paths]], bool]:
+            """One shard's paths per own shard, and whether they are backward paths from the buffer."""
             if not objective.off_policy:
-                return None, False
+                return [None] * len(streams), False
             if buf is not None and it % backward_every == backward_every - 1 and len(buf) >= batch:
-                xK, log_r = buf.sample(batch, streams.cpu)
-                return problem.backward_paths(xK.to(self.device, self.dtype), log_r.to(self.device),
-                                              streams.device), True
+                out = []
+                for st in streams:
+                    xK, log_r = buf.sample(per_shard, st.cpu)
+                    out.append(problem.backward_paths(xK.to(self.device, self.dtype), log_r.to(self.device),
+                                                      st.device))
+                return out, True
             eps = explore * (1 - it / iters) if explore_decay else explore
             # the model means carry the graph: log w is differentiable without a second pass over the paths
-            paths = self.simulate(batch, streams.device, explore=eps, differentiable=True)
-            if buf is not None:
-                buf.add(paths.xs[:, -1], paths.log_reward)
-            return paths, False
+            out = [self.simulate(per_shard, st.device, explore=eps, differentiable=True) for st in streams]
+            if buf is not None:  # every shard's samples, in every process
+                buf.add(dp.cat_rows([p.xs[:, -1].detach() for p in out]),
+                        dp.cat_rows([p.log_reward.detach() for p in out]))
+            return out, False
+
+        def search() -> None:
+            """MALA local search from buffer samples, per shard; the step is the shards' mean."""
+            found = [local_search(self.problem.value_and_score, buf.sample(per_shard, st.cpu)[0].to(self.device,
+                                  self.dtype), local_search_steps, state["ls_step"], st.device, local_search_accept,
+                                  local_search_adapt_rate) for st in streams]
+            buf.add(dp.cat_rows([f[0].detach() for f in found]), dp.cat_rows([f[1].detach() for f in found]))
+            steps = [s for part in dp.gather_objects([f[2] for f in found]) for s in part]
+            state["ls_step"] = steps[0] if len(steps) == 1 else float(sum(steps) / len(steps))
 
         def step(it: int) -> Dict[str, float]:
+            evals_before = self.target_evals
             paths, backward = behaviour(it)
-            value, info = objective(problem, policy, Batch(batch, streams, streams.entropy(it), self.device,
-                                                           self.dtype, paths))
+            batches = [Batch(per_shard, st, st.entropy(it), self.device, self.dtype, p) for st, p in zip(streams, paths)]
+            value, loss_value, info = objective.sharded(problem, policy, batches, dp)
             descend(value, opt, list(policy.parameters()) + list(objective.parameters()), grad_clip,
-                    f"iteration {it} (loss {float(value.detach()):.4g})", sched)
+                    f"iteration {it} (loss {loss_value:.4g})", sched, dp)
             if buf is not None and local_search_every and (it + 1) % local_search_every == 0 and len(buf) >= batch:
-                x, _ = buf.sample(batch, streams.cpu)
-                x, lr_x, state["ls_step"] = local_search(self.problem.value_and_score, x.to(self.device, self.dtype),
-                                                         local_search_steps, state["ls_step"], streams.device,
-                                                         local_search_accept, local_search_adapt_rate)
-                buf.add(x, lr_x)
-            rec = {"loss": float(value.detach()), "backward": float(backward),
+                search()
+            if dp.distributed:  # every process's energy evaluations
+                self.target_evals = evals_before + int(dp.sum(self.target_evals - evals_before))
+            rec = {"loss": loss_value, "backward": float(backward),
                    "target_evals": float(self.target_evals)}
             if "log_w" in info:
                 lw = info["log_w"]
@@ -298,8 +320,8 @@ class DiffusionSampler:
                       seed=seed, explore=explore, buffer=buffer, local_search_every=local_search_every)
         t0 = time.perf_counter()
         fit_loop(step, iters, modules, self.history, kind=type(self).__name__, config=config, streams=streams,
-                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
-                 extra=extra, restore_extra=restore)
+                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                 progress=progress and dp.writer, extra=extra, restore_extra=restore, parallel=dp)
         self.wall_time_s = time.perf_counter() - t0
         return self
 

@@ -20,11 +20,12 @@ every module in it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from ...parallel import DataParallel
 from ..problem import ControlProblem, Paths
 
 Tensor = torch.Tensor
@@ -72,6 +73,21 @@ class Objective(nn.Module, ABC):
     def forward(self, problem: ControlProblem, policy: nn.Module, batch: Batch) -> Tuple[Tensor, dict]:
         """(loss, info) of one batch."""
 
+    def sharded(self, problem: ControlProblem, policy: nn.Module, batches: Sequence[Batch],
+                parallel: DataParallel) -> Tuple[Tensor, float, dict]:
+        """The loss of the whole batch, one ``batches`` entry per shard this process simulates
+        (:mod:`controlsamp.parallel`): (the loss to differentiate here, its value for the whole batch, ``info``
+        with the per-path entries of every shard). A loss that is a mean over paths is averaged over the shards;
+        after :meth:`DataParallel.average_gradients` the gradient is that of the whole batch. With one shard in
+        one process this is ``forward``."""
+        if len(batches) == 1 and not parallel.distributed:
+            loss, info = self(problem, policy, batches[0])
+            return loss, float(loss.detach()), info
+        outs = [self(problem, policy, b) for b in batches]
+        loss = torch.stack([o[0] for o in outs]).mean()
+        info = {k: parallel.cat_rows([o[1][k].detach() for o in outs]) for k in outs[0][1]}
+        return loss, parallel.mean(float(loss.detach())), info
+
     def extra_repr(self) -> str:
         return self.name
 
@@ -91,12 +107,27 @@ class LogWeightObjective(Objective):
     def of_log_weights(self, log_w: Tensor) -> Tensor:
         """The loss as a function of log w (n,), float64."""
 
-    def forward(self, problem: ControlProblem, policy: nn.Module, batch: Batch) -> Tuple[Tensor, dict]:
+    def log_weights(self, problem: ControlProblem, policy: nn.Module, batch: Batch) -> Tensor:
+        """log w (n,) of the batch's paths (on-policy paths drawn from its streams when it has none)."""
         paths = batch.paths
         if paths is None:
             paths = problem.on_policy_paths(policy, batch.n, batch.streams.device, batch.device, batch.dtype)
-        log_w = problem.log_weights(policy, paths)
+        return problem.log_weights(policy, paths)
+
+    def forward(self, problem: ControlProblem, policy: nn.Module, batch: Batch) -> Tuple[Tensor, dict]:
+        log_w = self.log_weights(problem, policy, batch)
         return self.of_log_weights(log_w), {"log_w": log_w.detach()}
+
+    def sharded(self, problem: ControlProblem, policy: nn.Module, batches: Sequence[Batch],
+                parallel: DataParallel) -> Tuple[Tensor, float, dict]:
+        """The loss of the log-weights of every shard's paths together (:meth:`DataParallel.cat_rows`), so that
+        batch statistics (the log-variance's mean) are those of the whole batch; the same value in every
+        process."""
+        if len(batches) == 1 and not parallel.distributed:
+            return super().sharded(problem, policy, batches, parallel)
+        log_w = parallel.cat_rows([self.log_weights(problem, policy, b) for b in batches])
+        loss = self.of_log_weights(log_w)
+        return loss, float(loss.detach()), {"log_w": log_w.detach()}
 
 
 def get_objective(objective, **options) -> Objective:

@@ -1,0 +1,180 @@
+"""Data-parallel training (controlsamp.parallel) with two gloo processes on the CPU, against one process:
+
+* the gradient of one step, on the same paths, equals the one-process gradient of the whole batch (float64, 1e-10);
+* a two-process run reproduces a one-process run with the same seed and shards (float64, 1e-6), with exploration,
+  a replay buffer and local search, and through torchsde's adjoint;
+* a two-process checkpoint resumes in two processes, or in one process with the same shards, as if uninterrupted;
+* a trainer without data-parallel support (ASBS) refuses to run in a group of several processes.
+"""
+import os
+import tempfile
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import controlsamp as cs
+from controlsamp.control import Batch
+from controlsamp.control.problem import Paths
+from controlsamp.parallel import DataParallel
+from controlsamp.training import Streams
+
+WORLD = 2
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                reason="torch.distributed with gloo is not available")
+
+
+def _entry(rank, fn, world, init, out, args):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        torch.save(fn(rank, *args), f"{out}{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn(fn, *args, world=WORLD):
+    """fn(rank, *args) in ``world`` gloo processes forked from this one (they start with controlsamp imported);
+    their results in rank order."""
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "result")
+        mp.start_processes(_entry, args=(fn, world, "file://" + os.path.join(d, "rendezvous"), out, args),
+                           nprocs=world, start_method="fork", join=True)
+        return [torch.load(f"{out}{r}.pt", weights_only=False) for r in range(world)]
+
+
+def _sampler(kind="dds"):
+    target = cs.targets.get("gmm25")
+    cls = cs.samplers.DDS if kind == "dds" else cs.samplers.PIS
+    return cls(target, steps=6, sigma=5 ** 0.5, hidden=16, depth=2, seed=1, dtype=torch.float64)
+
+
+def _rows(paths: Paths, lo: int, hi: int) -> Paths:
+    return Paths(*[None if f is None else f[lo:hi] for f in paths])
+
+
+GRAD_LOSSES = ("lv", "vargrad", "tb", "known_log_Z", "am")
+N_PATHS = 12
+
+
+def _gradients(rank, losses):
+    """Per loss: (the one-process gradient of the whole batch, the two-process gradient of this rank's half)."""
+    out = {}
+    for loss in losses:
+        s = _sampler()
+        gen = torch.Generator().manual_seed(3)
+        paths = s.simulate(N_PATHS, gen, explore=0.5).detached_from_model()  # the same paths in every process
+        objective = s.make_objective(loss, **({"log_Z": 1.5} if loss == "known_log_Z" else {}))
+        if loss == "tb":
+            objective.log_Z.data.fill_(0.3)
+        params = list(s.policy.parameters()) + list(objective.parameters())
+
+        def grads():
+            return [p.grad.detach().clone() for p in params]
+
+        value, _ = objective(s.problem, s.policy, Batch(N_PATHS, Streams(0), 0, "cpu", torch.float64, paths))
+        value.backward()  # one process, the whole batch, no communication
+        one = grads()
+        for p in params:
+            p.grad = None
+        dp = DataParallel()
+        half = N_PATHS // WORLD
+        mine = _rows(paths, rank * half, (rank + 1) * half)
+        loss_here, loss_value, info = objective.sharded(s.problem, s.policy,
+                                                        [Batch(half, Streams(0), 0, "cpu", torch.float64, mine)], dp)
+        loss_here.backward()
+        dp.average_gradients(params)
+        out[loss] = dict(one=one, two=grads(), value_one=float(value), value_two=loss_value,
+                         log_w=info.get("log_w"))
+    return out
+
+
+def test_one_step_gradient_equals_the_one_process_gradient_on_the_same_paths():
+    results = spawn(_gradients, GRAD_LOSSES)
+    for loss in GRAD_LOSSES:
+        for r in range(WORLD):
+            res = results[r][loss]
+            assert abs(res["value_two"] - res["value_one"]) <= 1e-10 * max(1.0, abs(res["value_one"])), loss
+            for g1, g2 in zip(res["one"], res["two"]):
+                scale = max(1.0, float(g1.abs().max()))
+                assert float((g1 - g2).abs().max()) <= 1e-10 * scale, (loss, r)
+        # every process holds the same averaged gradient, and it is not zero
+        assert all(torch.equal(a, b) for a, b in zip(results[0][loss]["two"], results[1][loss]["two"]))
+        assert max(float(g.abs().max()) for g in results[0][loss]["one"]) > 1e-6, loss
+
+
+FIT_CASES = {
+    "lv+explore+buffer+ls": ("dds", dict(loss="lv", explore=0.5, buffer=64, local_search_every=3,
+                                         local_search_steps=2, backward_every=2)),
+    "tb": ("dds", dict(loss="tb", grad_clip=5.0)),  # (a constant rate: the resumed run extends it)
+    "kl-adjoint": ("pis", dict(loss="kl")),
+}
+ITERS, BATCH = 8, 16
+
+
+def _fit(kind, options, iters, checkpoint=None, resume=False, shards=None):
+    s = _sampler(kind)
+    s.fit(iters=iters, batch=BATCH, seed=5, progress=False, checkpoint=checkpoint, checkpoint_every=2,
+          resume=resume, shards=shards, **options)
+    state = {k: v.detach().clone() for k, v in s.policy.state_dict().items()}
+    return dict(state=state, history={k: list(v) for k, v in s.history.items() if k != "seconds"},
+                evals=s.target_evals)
+
+
+def _fits(rank, cases, folder):
+    out = {name: _fit(kind, options, ITERS) for name, (kind, options) in cases.items()}
+    kind, options = cases["tb"]
+    out["tb:first-half"] = _fit(kind, options, ITERS, os.path.join(folder, "tb.pt"))
+    try:  # a trainer without data-parallel support
+        cs.samplers.ASBS(cs.targets.get("gaussian", dim=2), steps=4).fit(iters=1, batch=4, progress=False)
+    except ValueError as exc:
+        out["unsupported"] = str(exc)
+    return out
+
+
+def _resume(rank, case, folder):
+    kind, options = FIT_CASES[case]
+    return _fit(kind, options, 2 * ITERS, os.path.join(folder, "tb.pt"), resume=True)
+
+
+def _close(a, b, tol=1e-6):
+    for k in a["state"]:
+        assert torch.allclose(a["state"][k], b["state"][k], rtol=0, atol=tol), k
+    assert set(a["history"]) == set(b["history"])
+    for k in a["history"]:
+        x, y = torch.tensor(a["history"][k]), torch.tensor(b["history"][k])
+        assert x.shape == y.shape and torch.allclose(x, y, rtol=tol, atol=tol), k
+    assert a["evals"] == b["evals"]
+
+
+def test_two_processes_reproduce_one_process_with_the_same_shards_and_resume(tmp_path):
+    two = spawn(_fits, FIT_CASES, str(tmp_path))
+    for name, (kind, options) in FIT_CASES.items():
+        one = _fit(kind, options, ITERS, shards=WORLD)
+        _close(two[0][name], one)
+        _close(two[1][name], one)  # every process ends with the same model
+        other = _fit(kind, options, ITERS)  # one shard: other random draws, another run
+        assert not torch.allclose(torch.tensor(other["history"]["loss"]), torch.tensor(one["history"]["loss"]))
+    # the checkpoint of the two-process run resumes, in two processes or in one with the same shards
+    full = _fit(*FIT_CASES["tb"], 2 * ITERS, shards=WORLD)
+    import shutil
+    shutil.copy(tmp_path / "tb.pt", tmp_path / "tb-copy.pt")
+    resumed_two = spawn(_resume, "tb", str(tmp_path))
+    _close(resumed_two[0], full)
+    os.replace(tmp_path / "tb-copy.pt", tmp_path / "tb.pt")
+    _close(_fit(*FIT_CASES["tb"], 2 * ITERS, str(tmp_path / "tb.pt"), resume=True, shards=WORLD), full)
+    with pytest.raises(ValueError, match="shards"):  # another number of shards is another run
+        _fit(*FIT_CASES["tb"], 2 * ITERS, str(tmp_path / "tb.pt"), resume=True)
+    # a trainer without data-parallel support refuses to run in a group of several processes
+    assert all("does not train on several processes" in res.get("unsupported", "") for res in two)
+
+
+
+
+def test_shards_must_divide_the_batch_and_be_a_multiple_of_the_processes():
+    s = _sampler()
+    with pytest.raises(ValueError, match="batch .* multiple of shards"):
+        s.fit(iters=1, batch=15, shards=2, progress=False)
+    with pytest.raises(ValueError, match="shards"):
+        s.fit(iters=1, batch=16, shards=0, progress=False)
