@@ -28,7 +28,6 @@ demo: setup
 	$(BIN)/controlsamp demo
 
 test: setup
-	$(BIN)/python -m theory
 	$(BIN)/python -m pytest -m "not slow" -n $(JOBS) -q
 
 test-slow: setup

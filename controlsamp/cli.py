@@ -34,7 +34,7 @@ import re
 import shlex
 import sys
 import time
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -337,22 +337,63 @@ def _check_out(args: argparse.Namespace, files: List[str]) -> None:
                 "--force to overwrite it, or choose another --out")
 
 
+def _without_nproc(argv: List[str]) -> List[str]:
+    """The command line without its ``--nproc N`` / ``--nproc=N``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """``controlsamp run`` in ``--nproc`` processes on this machine through torchrun's launcher
+    (``torch.distributed.run --standalone``); each process runs the same command without ``--nproc``."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+    argv = ["--standalone", f"--nproc-per-node={args.nproc}", "-m", "controlsamp"] + _without_nproc(args.argv)
+    try:
+        torchrun(argv)
+    except ChildFailedError as exc:
+        print(f"controlsamp: error: a training process failed ({' '.join(str(exc).split())[:400]})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _checked_or_launched(args: argparse.Namespace, check: Callable[[], None]) -> Optional[int]:
+    """``check()`` the arguments where this process owns --out (rank 0, or the launcher), then, for ``--nproc`` > 1,
+    run the command in that many processes and return its exit status; None: go on in this process."""
+    if args.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        args.parser.error("--nproc starts the processes itself; under torchrun (WORLD_SIZE is set) leave it out")
+    if int(os.environ.get("RANK", "0")) == 0:  # rank 0 owns --out; the others must not race it
+        check()
+    return _launch(args) if args.nproc > 1 else None
+
+
 def run(args: argparse.Namespace) -> int:
     from . import train
-    _check_run_args(args)
+    status = _checked_or_launched(args, lambda: _check_run_args(args))
+    if status is not None:
+        return status
+    fit_options = _given(explore=args.explore, buffer=args.buffer, local_search_every=args.local_search_every,
+                         lr_schedule=None if args.lr_schedule == "none" else args.lr_schedule)
+    if args.shards is not None:
+        fit_options["shards"] = args.shards
     try:
         m = train.run_job(target=args.target, sampler=args.sampler, loss=args.loss, iters=args.iters,
                           batch=args.batch, steps=args.steps, seed=args.seed, out=args.out, device=args.device,
                           resume=args.resume, sigma=args.sigma, lr=args.lr, n_eval=args.n_eval,
-                          progress=not args.quiet,
-                          fit_options=_given(explore=args.explore, buffer=args.buffer,
-                                             local_search_every=args.local_search_every,
-                                             lr_schedule=None if args.lr_schedule == "none" else args.lr_schedule),
+                          progress=not args.quiet, fit_options=fit_options,
                           reference=args.reference, dim=args.dim, checkpoint_every=args.checkpoint_every)
     except train.JobInterrupted as exc:
         _report_interrupt(args, exc)
         return 130
-    _print_metrics(m, args.out)
+    if m:  # (the other processes of a multi-process run return nothing)
+        _print_metrics(m, args.out)
     return 0
 
 
@@ -389,7 +430,9 @@ def _print_generative_metrics(m: dict) -> None:
 
 def fit_data(args: argparse.Namespace) -> int:
     from . import train, train_generative
-    _check_out(args, train_generative.generative_files(args.out))
+    status = _checked_or_launched(args, lambda: _check_out(args, train_generative.generative_files(args.out)))
+    if status is not None:
+        return status
     try:
         m = train_generative.run_generative_job(
             data=args.data, reference=args.reference, parametrisation=args.parametrisation, weighting=args.weighting,
@@ -399,10 +442,13 @@ def fit_data(args: argparse.Namespace) -> int:
             nll_samples=args.nll_samples, seed=args.seed, out=args.out, device=args.device, resume=args.resume,
             progress=not args.quiet, checkpoint_every=args.checkpoint_every, n_train=args.n_train,
             n_test=args.n_test, dp_epsilon=args.dp_epsilon, dp_delta=args.dp_delta,
-            dp_max_grad_norm=args.dp_max_grad_norm, dp_noise_multiplicity=args.dp_noise_multiplicity)
+            dp_max_grad_norm=args.dp_max_grad_norm, dp_noise_multiplicity=args.dp_noise_multiplicity,
+            shards=args.shards)
     except train.JobInterrupted as exc:
         _report_interrupt(args, exc)
         return 130
+    if not m:  # (the other processes of a multi-process run return nothing)
+        return 0
     _print_generative_metrics(m)
     _print_files(args.out, ("metrics.json", "samples.png", "checkpoint.pt", "model.pt"))
     return 0
@@ -556,6 +602,17 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
                         "CONTROLSAMP_THREADS, OMP_NUM_THREADS or MKL_NUM_THREADS say otherwise)")
 
 
+def _add_parallel(p: argparse.ArgumentParser, command: str) -> None:
+    """--nproc and --shards (data-parallel training, controlsamp.parallel)."""
+    p.add_argument("--nproc", type=_positive_int, default=1,
+                   help="training processes on this machine (data-parallel, torch.distributed: gloo on CPUs, NCCL "
+                        f"with one GPU each for --device cuda); or start `python -m controlsamp {command} ...` under "
+                        "torchrun yourself (several machines)")
+    p.add_argument("--shards", type=_positive_int, default=None,
+                   help="random shards of the batch (default: one per process); a run depends on --seed and "
+                        "--shards, not on --nproc, so `--shards 2` in one process reproduces `--nproc 2`")
+
+
 def _add_fit_data_options(p: argparse.ArgumentParser) -> None:
     """The options of `controlsamp fit-data` (choices read from controlsamp.generative)."""
     from . import generative, train_generative
@@ -612,6 +669,7 @@ def _add_fit_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite the run already in --out")
     p.add_argument("--checkpoint-every", type=_positive_int, default=500,
                    help="iterations between checkpoints (one is also written at the end and on Ctrl-C)")
+    _add_parallel(p, "fit-data")
     p.add_argument("--quiet", action="store_true", help="no progress bars (training and evaluation)")
 
 
@@ -669,6 +727,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a .npy file of reference samples (n x d) for a target without an exact sampler: "
                             "W2, Sinkhorn and particle metrics are measured against them (default: none; the "
                             "target's exact samples where it has them)")
+    _add_parallel(p_run, "run")
     p_run.add_argument("--quiet", action="store_true", help="no progress bars (training and evaluation)")
     _add_threads(p_run)
     p_run.set_defaults(func=run, parser=p_run)

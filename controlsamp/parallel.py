@@ -40,7 +40,7 @@ from ._validate import check_dim
 
 Tensor = torch.Tensor
 
-__all__ = ["DataParallel", "init_from_env", "world_size", "rank"]
+__all__ = ["DataParallel", "init_from_env", "destroy", "local_device", "world_size", "rank"]
 
 
 def world_size() -> int:
@@ -71,6 +71,12 @@ def init_from_env(device="cpu") -> bool:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if cuda else "gloo")
     return True
+
+
+def destroy() -> None:
+    """Leave the default process group (nothing without one)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def local_device(device) -> torch.device:

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import metrics, samplers, targets
+from . import metrics, parallel, samplers, targets
 from .control.objectives import REGISTRY as OBJECTIVES
 from ._validate import check_device, check_dim, check_points
 from .training import atomic_write
@@ -415,9 +415,28 @@ def run_job(target: str = "gmm25", sampler: str = "pis", loss: Optional[str] = N
     ``out`` (:data:`RUN_FILES`) are replaced. Ctrl-C raises :class:`JobInterrupted` (a KeyboardInterrupt)
     saying how far training got and where its checkpoint is. ``progress``: bars for training and
     evaluation. ``checkpoint_every``: iterations between checkpoints (and at the end and on Ctrl-C).
+
+    Several processes (started by ``torchrun`` or ``controlsamp run --nproc N``: the environment holds
+    ``WORLD_SIZE`` > 1): the job joins their ``torch.distributed`` group (:func:`controlsamp.parallel.init_from_env`;
+    gloo on CPUs, NCCL with one GPU per process for ``device="cuda"``) and trains data-parallel
+    (:mod:`controlsamp.parallel`) with ``fit_options["shards"]`` random shards (default: one per process; a resumed
+    run needs the same). Rank 0 writes every file and evaluates; it returns the metrics, the other ranks ``{}``.
     """
     tgt = make_target(target, dim)
     check_device(device, "device")
+    joined = not parallel.world_size() > 1 and parallel.init_from_env(device)
+    try:
+        return _run_job(tgt, target, sampler, loss, iters, batch, steps, seed, out, str(parallel.local_device(device)),
+                        resume, sigma, lr, n_eval, progress, fit_options, sampler_options, reference, dim,
+                        checkpoint_every)
+    finally:
+        if joined:
+            parallel.destroy()
+
+
+def _run_job(tgt, target, sampler, loss, iters, batch, steps, seed, out, device, resume, sigma, lr, n_eval, progress,
+             fit_options, sampler_options, reference, dim, checkpoint_every) -> dict:
+    world, writer = parallel.world_size(), parallel.rank() == 0
     ref_name = None
     if isinstance(reference, (str, os.PathLike)):
         ref_name = os.fspath(reference)
@@ -434,6 +453,10 @@ def run_job(target: str = "gmm25", sampler: str = "pis", loss: Optional[str] = N
     sigma = float(sigma)
     loss = loss or cls.default_loss
     fit_kw = dict(fit_options or {}) if trainable else {}
+    if world > 1:
+        if not trainable:
+            raise ValueError(f"sampler {sampler!r} trains nothing; run it in one process, not {world}")
+        fit_kw.setdefault("shards", world)
     job = dict(target=target, dim=tgt.dim, sampler=sampler, loss=OBJECTIVES[loss].name if loss in OBJECTIVES else loss,
                batch=batch if trainable else None, steps=steps, seed=seed, sigma=sigma, lr=lr if trainable else None,
                fit_options=fit_kw, sampler_options=dict(sampler_options or {}), iters=iters if trainable else None)
@@ -447,11 +470,14 @@ def run_job(target: str = "gmm25", sampler: str = "pis", loss: Optional[str] = N
                              "start the run without resume")
         check_resume(out, job)
     smp = cls(tgt, steps=steps, sigma=sigma, device=device, seed=seed, **(sampler_options or {}))
-    os.makedirs(out, exist_ok=True)
-    if not resume:  # a new run: nothing of an earlier one may remain next to it
-        for f in run_files(out):
-            os.remove(os.path.join(out, f))
-    write_json(os.path.join(out, "job.json"), job)
+    if writer:
+        os.makedirs(out, exist_ok=True)
+        if not resume:  # a new run: nothing of an earlier one may remain next to it
+            for f in run_files(out):
+                os.remove(os.path.join(out, f))
+        write_json(os.path.join(out, "job.json"), job)
+    if world > 1:
+        parallel.DataParallel().barrier()  # the folder is ready before any process trains
     if trainable:
         try:
             smp.fit(iters, batch=batch, loss=loss, lr=lr, seed=seed, checkpoint=ckpt, checkpoint_every=checkpoint_every,
@@ -459,6 +485,8 @@ def run_job(target: str = "gmm25", sampler: str = "pis", loss: Optional[str] = N
         except KeyboardInterrupt as exc:
             raise JobInterrupted("training", _iterations_done(smp), iters,
                                  ckpt if os.path.isfile(ckpt) else None) from exc
+    if not writer:
+        return {}
     try:
         m, x = evaluate(smp, n=n_eval, seed=seed + 12345, sinkhorn_eps=defaults["sinkhorn_eps"], reference=reference,
                         progress=progress)

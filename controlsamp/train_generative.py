@@ -32,7 +32,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import metrics
+from . import metrics, parallel
 from ._validate import check_count, check_device, check_dim, check_positive
 from .generative import DiffusionModel, sample
 from .generative.data import TOY_DATASETS, DequantisedData, from_model_space, image_grid, load_data
@@ -169,9 +169,14 @@ def run_generative_job(data: str = "moons", reference: str = "vp", parametrisati
                        seed: int = 0, out: str = "runs/fit-data", device: str = "cpu", resume: bool = False,
                        progress: bool = True, checkpoint_every: int = 500, n_train: int = 10_000,
                        n_test: int = 2_000, dp_epsilon: Optional[float] = None, dp_delta: float = 1e-5,
-                       dp_max_grad_norm: float = 1.0, dp_noise_multiplicity: int = 1) -> dict:
+                       dp_max_grad_norm: float = 1.0, dp_noise_multiplicity: int = 1,
+                       shards: Optional[int] = None) -> dict:
     """Learn ``data`` with a score model on ``reference``, sample it, measure it, write the files (see the module
     docstring); returns the metrics.
+
+    Several processes (``torchrun`` or ``controlsamp fit-data --nproc N``): as :func:`controlsamp.train.run_job`,
+    data-parallel training with ``shards`` random shards (default one per process; not with differential
+    privacy), rank 0 writing the files and evaluating; the other ranks return ``{}``.
 
     ``data``: a name or a ``.npy`` path for :func:`~controlsamp.generative.data.load_data` (``n_train`` and
     ``n_test`` points of a toy set; digits and files have a fixed 80/20 split). ``reference``, ``parametrisation``,
@@ -193,6 +198,23 @@ def run_generative_job(data: str = "moons", reference: str = "vp", parametrisati
     of an earlier run in ``out`` are replaced. Ctrl-C raises :class:`~controlsamp.train.JobInterrupted` saying how far
     training got and where its checkpoint is. ``progress``: bars for training and evaluation.
     """
+    check_device(device, "device")
+    joined = not parallel.world_size() > 1 and parallel.init_from_env(device)
+    try:
+        return _run_generative_job(data, reference, parametrisation, weighting, t_sampling, iters, batch, lr,
+                                   lr_schedule, hidden, depth, sampler, steps, n_samples, nll_samples, seed, out,
+                                   str(parallel.local_device(device)), resume, progress, checkpoint_every, n_train,
+                                   n_test, dp_epsilon, dp_delta, dp_max_grad_norm, dp_noise_multiplicity, shards)
+    finally:
+        if joined:
+            parallel.destroy()
+
+
+def _run_generative_job(data, reference, parametrisation, weighting, t_sampling, iters, batch, lr, lr_schedule,
+                        hidden, depth, sampler, steps, n_samples, nll_samples, seed, out, device, resume, progress,
+                        checkpoint_every, n_train, n_test, dp_epsilon, dp_delta, dp_max_grad_norm,
+                        dp_noise_multiplicity, shards) -> dict:
+    world, writer = parallel.world_size(), parallel.rank() == 0
     check_device(device, "device")
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
@@ -223,6 +245,12 @@ def run_generative_job(data: str = "moons", reference: str = "vp", parametrisati
         fit_options.update(n_train=n_train, n_test=n_test)
     if dp is not None:
         fit_options.update(dp=dp)
+    if world > 1 and shards is None:
+        shards = world
+    if shards is not None:
+        if dp is not None:
+            raise ValueError("shards: differentially private training (dp_epsilon) runs in one process, unsharded")
+        fit_options.update(shards=int(shards))
     job = dict(target=data, dim=info["dim"], batch=batch, seed=seed, lr=lr, fit_options=fit_options, iters=iters,
                evaluation=dict(sampler=sampler, steps=steps, n_samples=n_samples, nll_samples=nll_samples))
     ckpt = os.path.join(out, "checkpoint.pt")
@@ -239,16 +267,19 @@ def run_generative_job(data: str = "moons", reference: str = "vp", parametrisati
                              "holds the run's length): resume with that, or start a new run in another folder")
     model = DiffusionModel(ref, parametrisation=parametrisation, hidden=hidden, depth=depth, seed=seed, device=device,
                            velocity_var=ref_settings.get("velocity_var"))
-    os.makedirs(out, exist_ok=True)
-    if not resume:  # a new run: nothing of an earlier one may remain next to it
-        for f in generative_files(out):
-            os.remove(os.path.join(out, f))
-    write_json(os.path.join(out, "job.json"), job)
+    if writer:
+        os.makedirs(out, exist_ok=True)
+        if not resume:  # a new run: nothing of an earlier one may remain next to it
+            for f in generative_files(out):
+                os.remove(os.path.join(out, f))
+        write_json(os.path.join(out, "job.json"), job)
+    if world > 1:
+        parallel.DataParallel().barrier()  # the folder is ready before any process trains
     try:
         if dp is None:
             model.fit(train_data, iters=iters, batch=batch, lr=lr, weighting=weighting, t_sampling=t_sampling,
                       lr_schedule=lr_schedule, seed=seed, checkpoint=ckpt, checkpoint_every=checkpoint_every,
-                      resume=resume, progress=progress)
+                      resume=resume, progress=progress, shards=shards)
         else:
             fit_private(model, train_data, iters=iters, batch=batch, target_epsilon=dp["epsilon"], delta=dp["delta"],
                         max_grad_norm=dp["max_grad_norm"], noise_multiplicity=dp["noise_multiplicity"], lr=lr,
@@ -258,6 +289,8 @@ def run_generative_job(data: str = "moons", reference: str = "vp", parametrisati
         if not os.path.isfile(ckpt):
             raise
         raise JobInterrupted("training", len(model.history.get("loss", [])), iters, ckpt) from exc
+    if not writer:
+        return {}
     model.save(os.path.join(out, "model.pt"))
 
     levels = info["levels"]
@@ -278,7 +311,7 @@ def run_generative_job(data: str = "moons", reference: str = "vp", parametrisati
         with stage(f"sampling {n_samples} points ({sampler}, {steps} steps)"):
             t0 = time.perf_counter()
             x, s_info = sample(model, n_samples, sampler=sampler, steps=steps,
-                               generator=torch.Generator().manual_seed(seed + 12345))
+                               generator=torch.Generator(device=model.device).manual_seed(seed + 12345))
             x = x.detach().double().cpu()
             m.update(nfe=int(s_info["nfe"]), sample_s=time.perf_counter() - t0)
         k = min(nll_samples, len(test))

@@ -58,21 +58,39 @@ def test_calls_out_of_order_are_refused():
         GridRecorder(pol, torch.linspace(0, 0.5, 4, dtype=F64), chunk=0)
 
 
-def test_a_later_recording_reuses_the_arrays_and_the_earlier_one_refuses_its_backward():
+def test_live_recordings_keep_their_arrays_finished_ones_are_reused_and_the_oldest_past_the_pool_refuses():
+    """Several recordings alive at once (the shards of one process) each keep their arrays and differentiate
+    exactly; a recording whose backward pass has run gives its arrays to the next one; past POOL_SLOTS live
+    recordings the oldest's arrays are taken and its backward pass refuses."""
+    from controlsamp.control.grid_mlp import POOL_SLOTS
     n, K, d = 5, 4, 2
     pol = _policy(d, 2, None)
     ts = torch.linspace(0, 0.5, K, dtype=F64)
     xs = [torch.randn(n, d, dtype=F64) for _ in range(K)]
     w = torch.randn(n, K, d, dtype=F64)
-    first = GridRecorder(pol, ts)
-    for i in range(K):
-        first(i, xs[i])
-    u_first = first.stacked()
-    second = GridRecorder(pol, ts)
-    for i in range(K):
-        second(i, 2 * xs[i])
-    assert second.xs.data_ptr() == first.xs.data_ptr()  # the same arrays, overwritten
+
+    def record(scale):
+        rec = GridRecorder(pol, ts)
+        for i in range(K):
+            rec(i, scale * xs[i])
+        return rec
+
+    def exact(scale):
+        return _grads(pol, (w * torch.stack([pol(float(ts[i]), scale * xs[i]) for i in range(K)], 1)).sum())
+
+    first, second = record(1.0), record(2.0)
+    assert second.xs.data_ptr() != first.xs.data_ptr()  # both alive: their own arrays
+    u_first, u_second = first.stacked(), second.stacked()
+    assert torch.allclose(_grads(pol, (w * u_second).sum()), exact(2.0), atol=1e-11)
+    assert torch.allclose(_grads(pol, (w * u_first).sum()), exact(1.0), atol=1e-11)
+    third = record(3.0)  # both have been differentiated: an old array is reused
+    assert third.xs.data_ptr() in (first.xs.data_ptr(), second.xs.data_ptr())
+    assert torch.allclose(_grads(pol, (w * third.stacked()).sum()), exact(3.0), atol=1e-11)
+    live = [record(1.0 + k) for k in range(POOL_SLOTS)]  # third was differentiated: POOL_SLOTS alive now
+    outputs = [rec.stacked() for rec in live]
+    extra = record(10.0)  # one more than the pool holds: the oldest live recording loses its arrays
+    assert extra.xs.data_ptr() == live[0].xs.data_ptr()
     with pytest.raises(RuntimeError, match="differentiate one batch"):
-        torch.autograd.grad((w * u_first).sum(), list(pol.parameters()))
-    u_ref = torch.stack([pol(float(ts[i]), 2 * xs[i]) for i in range(K)], 1)
-    assert torch.allclose(_grads(pol, (w * second.stacked()).sum()), _grads(pol, (w * u_ref).sum()), atol=1e-11)
+        torch.autograd.grad((w * outputs[0]).sum(), list(pol.parameters()))
+    assert torch.allclose(_grads(pol, (w * outputs[1]).sum()), exact(2.0), atol=1e-11)
+    assert torch.allclose(_grads(pol, (w * extra.stacked()).sum()), exact(10.0), atol=1e-11)

@@ -14,7 +14,8 @@ LAYER = {"_validate": 0, "_linalg": 0, "_threads": 0,  # layer 0: the helpers fi
          "control": 3,
          "generative": 4,
          "samplers": 5, "bridges": 5,
-         "train": 6, "train_generative": 6.5, "cli": 6.9}  # layer 6: cli on top of both jobs
+         "train": 6, "train_generative": 6.5, "cli": 6.9,  # layer 6: cli on top of both jobs
+         "__main__": 7}  # python -m controlsamp: the command line
 FILES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE)
 
 

@@ -2,7 +2,7 @@
 
 * the gradient of one step, on the same paths, equals the one-process gradient of the whole batch (float64, 1e-10);
 * a two-process run reproduces a one-process run with the same seed and shards (float64, 1e-6), with exploration,
-  a replay buffer and local search, and through torchsde's adjoint;
+  a replay buffer and local search, through torchsde's adjoint, and for a score model (denoising score matching);
 * a two-process checkpoint resumes in two processes, or in one process with the same shards, as if uninterrupted;
 * a trainer without data-parallel support (ASBS) refuses to run in a group of several processes.
 """
@@ -122,8 +122,19 @@ def _fit(kind, options, iters, checkpoint=None, resume=False, shards=None):
                 evals=s.target_evals)
 
 
+def _fit_dsm(shards=None):
+    """A score model trained by denoising score matching on a fixed data set (float64)."""
+    data = cs.targets.get("gmm25").sample(256, generator=torch.Generator().manual_seed(0)).double()
+    model = cs.generative.DiffusionModel(cs.processes.VP(2), hidden=16, depth=1, ema=0.9, dtype=torch.float64)
+    model.fit(data, iters=ITERS, batch=BATCH, seed=2, progress=False, shards=shards)
+    state = {k: v.detach().clone() for k, v in model.network.state_dict().items()}
+    state.update({f"ema.{k}": v.detach().clone() for k, v in model.ema.state_dict().items()})
+    return dict(state=state, history={k: list(v) for k, v in model.history.items() if k != "seconds"}, evals=0)
+
+
 def _fits(rank, cases, folder):
     out = {name: _fit(kind, options, ITERS) for name, (kind, options) in cases.items()}
+    out["dsm"] = _fit_dsm()
     kind, options = cases["tb"]
     out["tb:first-half"] = _fit(kind, options, ITERS, os.path.join(folder, "tb.pt"))
     try:  # a trainer without data-parallel support
@@ -156,6 +167,8 @@ def test_two_processes_reproduce_one_process_with_the_same_shards_and_resume(tmp
         _close(two[1][name], one)  # every process ends with the same model
         other = _fit(kind, options, ITERS)  # one shard: other random draws, another run
         assert not torch.allclose(torch.tensor(other["history"]["loss"]), torch.tensor(one["history"]["loss"]))
+    _close(two[0]["dsm"], _fit_dsm(shards=WORLD))  # a score model by denoising score matching
+    _close(two[1]["dsm"], _fit_dsm(shards=WORLD))
     # the checkpoint of the two-process run resumes, in two processes or in one with the same shards
     full = _fit(*FIT_CASES["tb"], 2 * ITERS, shards=WORLD)
     import shutil
@@ -178,3 +191,43 @@ def test_shards_must_divide_the_batch_and_be_a_multiple_of_the_processes():
         s.fit(iters=1, batch=15, shards=2, progress=False)
     with pytest.raises(ValueError, match="shards"):
         s.fit(iters=1, batch=16, shards=0, progress=False)
+
+
+def test_cli_nproc_2_reproduces_shards_2_in_one_process(tmp_path):
+    import json
+
+    from controlsamp import cli
+    args = ["run", "--target", "gmm25", "--sampler", "dds", "--loss", "lv", "--iters", "6", "--batch", "32",
+            "--steps", "8", "--n-eval", "200", "--quiet", "--buffer", "64", "--local-search-every", "3"]
+    assert cli.main(args + ["--nproc", "2", "--out", str(tmp_path / "two")]) == 0
+    assert cli.main(args + ["--shards", "2", "--out", str(tmp_path / "one")]) == 0
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    for key in ("log_Z", "elbo", "ess", "w2", "eubo", "target_evals"):
+        assert two[key] == pytest.approx(one[key], rel=1e-6, abs=1e-9), key
+    assert json.loads((tmp_path / "two" / "job.json").read_text())["fit_options"]["shards"] == 2
+    assert cli._without_nproc(["run", "--nproc", "2", "--iters", "3", "--nproc=4"]) == ["run", "--iters", "3"]
+
+
+FIT_DATA = ["fit-data", "--data", "moons", "--iters", "6", "--batch", "32", "--hidden", "16", "--depth", "1",
+            "--steps", "10", "--n-samples", "100", "--nll-samples", "0", "--quiet", "--n-train", "200",
+            "--n-test", "100"]
+
+
+def _fit_data(rank, folder):
+    from controlsamp import cli
+    return cli.main(FIT_DATA + ["--out", folder])
+
+
+def test_fit_data_in_two_processes_reproduces_shards_2_in_one_process(tmp_path):
+    import json
+
+    from controlsamp import cli
+    assert spawn(_fit_data, str(tmp_path / "two")) == [0, 0]
+    assert cli.main(FIT_DATA + ["--shards", "2", "--out", str(tmp_path / "one")]) == 0
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    for key in ("final_loss", "w2", "mmd"):
+        assert two[key] == pytest.approx(one[key], rel=1e-6, abs=1e-9), key
+    with pytest.raises(SystemExit):  # differential privacy runs unsharded
+        cli.main(FIT_DATA + ["--shards", "2", "--dp-epsilon", "5", "--out", str(tmp_path / "dp")])

@@ -24,7 +24,8 @@ from .._validate import (check_count, check_device, check_dim, check_dtype, chec
                          check_positive, check_seed)
 from ..control.policies import MLPPolicy
 from ..targets.sources import as_sampler
-from ..training import (Streams, descend, ema_copy, fit_loop, load_checkpoint, load_modules, make_optimizer,
+from ..parallel import DataParallel
+from ..training import (descend, ema_copy, fit_loop, load_checkpoint, load_modules, make_optimizer, shard_streams,
                         save_model)
 from .kernel import make_kernel
 from .parametrisation import check_parametrisation, eps_from_output
@@ -70,8 +71,8 @@ class NetworkWithEMA:
             return ex["fit_start"]
         return len(self.history.get("loss", []))
 
-    def _run_fit(self, step, total: int, opt, sched, config: dict, streams: Streams, checkpoint, checkpoint_every: int,
-                 resume: bool, progress: bool, n_done: int):
+    def _run_fit(self, step, total: int, opt, sched, config: dict, streams, checkpoint, checkpoint_every: int,
+                 resume: bool, progress: bool, n_done: int, parallel: Optional[DataParallel] = None):
         """``step`` through :func:`controlsamp.training.fit_loop` for iterations n_done..total-1, checkpointing the
         network, its EMA, the optimiser (and schedule) with the random streams."""
         modules = {"network": self.network, "ema": self.ema, "optimizer": opt}
@@ -79,9 +80,9 @@ class NetworkWithEMA:
             modules["schedule"] = sched
         self.trained = True
         fit_loop(step, total, modules, self.history, kind=self.kind, config=config, streams=streams,
-                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
-                 extra=lambda: {"fit_start": n_done}, postfix=("loss",), start=n_done,
-                 iters_name="the earlier fits' steps + iters")
+                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                 progress=progress and (parallel is None or parallel.writer), extra=lambda: {"fit_start": n_done},
+                 postfix=("loss",), start=n_done, iters_name="the earlier fits' steps + iters", parallel=parallel)
         return self
 
     def save(self, path: str) -> None:
@@ -212,7 +213,7 @@ class DiffusionModel(NetworkWithEMA, ScoreSource):
     def fit(self, data, iters: int = 2000, batch: int = 256, lr: float = 1e-3, weighting: str = "simple",
             t_sampling: str = "uniform", grad_clip: Optional[float] = 1.0, lr_schedule: Optional[str] = None,
             seed: int = 0, checkpoint: Optional[str] = None, checkpoint_every: int = 500, resume: bool = False,
-            progress: bool = True, teacher=None) -> "DiffusionModel":
+            progress: bool = True, teacher=None, shards: Optional[int] = None) -> "DiffusionModel":
         r"""Train by denoising (hybrid, for CLD) score matching on ``data``: an (N, data_dim) array or tensor (rows
         drawn with replacement), a target or law with ``sample(n)`` and ``dim``, or a callable ``fn(n, generator)``.
 
@@ -224,7 +225,12 @@ class DiffusionModel(NetworkWithEMA, ScoreSource):
         ``eps_mse``, ``seconds``.
 
         ``teacher``: a score source on the same reference (:func:`.distill.distill`); the regression target becomes
-        its noise estimate at each noised point (:func:`.score_matching.score_matching_loss`)."""
+        its noise estimate at each noised point (:func:`.score_matching.score_matching_loss`).
+
+        ``shards``: data-parallel training (:mod:`controlsamp.parallel`; None: one shard per process). Each shard
+        draws ``batch / shards`` data points, times and noises from its own streams, the loss is their mean and the
+        gradients are averaged over the processes; the result depends on the seed and ``shards``, not on the number
+        of processes."""
         sample = as_sampler(data, "data")
         if sample.dim != self.data_dim:
             raise ValueError(f"data must have dimension {self.data_dim} (the model's); got {sample.dim}")
@@ -238,20 +244,24 @@ class DiffusionModel(NetworkWithEMA, ScoreSource):
         config = dict(self.config, iters=iters, batch=batch, lr=float(lr), weighting=weighting, t_sampling=t_sampling,
                       grad_clip=grad_clip, lr_schedule=lr_schedule, fit_seed=int(seed),
                       **({} if teacher is None else {"teacher": type(teacher).__name__}))
+        dp = DataParallel(shards)
+        per_shard = dp.split(batch, "batch")
         n_done = self._fit_start(checkpoint, resume, config)
         total = n_done + iters
         opt, sched = make_optimizer([{"params": self.network.parameters(), "lr": lr}], iters, lr_schedule)
-        streams = Streams(seed, self.device)
+        streams = shard_streams(dp, seed, self.device)
 
         def step(it: int) -> Dict[str, float]:
-            x0 = self._data_batch(sample(batch, streams.cpu))
-            loss, info = score_matching_loss(self, x0, streams.cpu, weighting, times, teacher=teacher)
-            descend(loss, opt, self.network.parameters(), grad_clip, f"iteration {it} (loss {loss.item():.4g})", sched)
+            parts = [score_matching_loss(self, self._data_batch(sample(per_shard, st.cpu)), st.cpu, weighting, times,
+                                         teacher=teacher) for st in streams]
+            loss = parts[0][0] if len(parts) == 1 else torch.stack([p[0] for p in parts]).mean()
+            value = dp.mean(loss.item())
+            descend(loss, opt, self.network.parameters(), grad_clip, f"iteration {it} (loss {value:.4g})", sched, dp)
             self.ema.update_parameters(self.network)
-            return {"loss": loss.item(), **info}
+            return {"loss": value, **{k: dp.mean(sum(p[1][k] for p in parts) / len(parts)) for k in parts[0][1]}}
 
         return self._run_fit(step, total, opt, sched, config, streams, checkpoint, checkpoint_every, resume, progress,
-                             n_done)
+                             n_done, dp)
 
     # ------------------------------------------------------------------ persistence
     @property
