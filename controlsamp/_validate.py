@@ -1,6 +1,7 @@
 """Input checks shared by every layer: each error names the argument and what was expected."""
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from typing import Optional
@@ -319,6 +320,45 @@ def call_with_graph(fn, x: torch.Tensor, name: str, out: Optional[torch.Tensor] 
     if not same:
         raise ValueError(_no_graph_message(name))
     return out + 0.0 * x.sum()
+
+
+def on_cpu(fn):
+    """Decorate a closed form computed in float64 on the CPU (a function of points x: a drift, a score, a conditional
+    law): tensor arguments on another device (a GPU) are copied to the CPU, and the tensor results (alone or in a
+    tuple) are copied back to the device of the first such argument. Both copies are differentiable, so a GPU caller
+    gets the exact values and gradients on its own device, at the cost of the transfers. A generator it is given
+    draws on the CPU (a CPU generator)."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        device = next((a.device for a in (*args, *kwargs.values())
+                       if isinstance(a, torch.Tensor) and a.device.type != "cpu"), None)
+        if device is None:
+            return fn(*args, **kwargs)
+
+        def cpu(a):
+            return a.cpu() if isinstance(a, torch.Tensor) else a
+
+        def back(o):
+            return o.to(device) if isinstance(o, torch.Tensor) else o
+        out = fn(*map(cpu, args), **{k: cpu(v) for k, v in kwargs.items()})
+        return tuple(map(back, out)) if isinstance(out, tuple) else back(out)
+    return wrapped
+
+
+def check_generator(generator, device, name: str = "generator") -> Optional[torch.Generator]:
+    """None or a :class:`torch.Generator` on the type of ``device`` (where the states it draws for live): torch draws
+    a device's random numbers only from a generator of that device, so a CPU generator for states on a GPU (or the
+    reverse) is a ValueError naming ``name`` that says which generator to pass, in place of torch's error from
+    inside the first draw."""
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"{name} must be a torch.Generator or None; got {type(generator).__name__}")
+    dev = torch.device(device)
+    if generator.device.type != dev.type:
+        raise ValueError(f"{name} is a generator on {generator.device.type!r} but the states live on {dev.type!r}; "
+                         f"pass torch.Generator(device={str(dev)!r}) (or None)")
+    return generator
 
 
 def check_device(device, name: str = "device") -> torch.device:

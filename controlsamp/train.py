@@ -280,7 +280,9 @@ def evaluate(sampler, n: int = 2000, seed: int = 12345, n_ot: int = 2000, sinkho
             out["reference_n"] = len(truth)
         if exact and truth is not None and eubo:
             with stage("EUBO (backward paths from exact samples)"):
-                eubo_lw = sampler.eubo_log_weights(truth, gen)
+                dev = torch.device(getattr(sampler, "device", "cpu"))  # the backward paths' noise: on their device
+                eubo_gen = gen if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(seed + 1)
+                eubo_lw = sampler.eubo_log_weights(truth, eubo_gen)
             if eubo_lw is not None:  # paths from the truth under the sampler's path law
                 out["eubo"] = metrics.eubo(eubo_lw)
         if truth is not None:

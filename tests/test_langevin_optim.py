@@ -148,6 +148,7 @@ def test_state_dict_round_trip(make):
     np.testing.assert_array_equal(_np(pa), _np(pb))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cpu_generator_with_cuda_parameters():
     p = torch.zeros(5, dtype=F64, device="cuda", requires_grad=True)

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._linalg import solve_spd, sym_sqrt, symmetrize
-from .._validate import DTYPE, check_dim, check_seed
+from .._validate import DTYPE, check_device, check_dim, check_seed
 from ..exact import GaussianBridge, bures_wasserstein, gaussian_kl
 
 Tensor = torch.Tensor
@@ -166,6 +166,9 @@ class GaussianIPF:
         n_samples: paths simulated per half-bridge by the regression method.
         noise: ``"fitted"`` or ``"reference"``, the regression method's step noise (see above).
         seed: seed of the regression method's generator.
+        device: ``"cpu"`` only: the iteration is d x d float64 algebra (and, for the regression, least squares on
+            the CPU), which a GPU would not speed up; another device is a ValueError. :meth:`drift` takes points on
+            any device and returns on theirs.
 
     Attributes:
         target: the exact :class:`~controlsamp.exact.GaussianBridge` (the fixed point).
@@ -184,7 +187,10 @@ class GaussianIPF:
 
     def __init__(self, mean0, cov0, mean1, cov1, sigma: float = 1.0, T: float = 1.0, reference=None,
                  method: str = "moments", steps: int = 50, n_samples: int = 10_000, noise: str = "fitted",
-                 seed: int = 0):
+                 seed: int = 0, device="cpu"):
+        if check_device(device).type != "cpu":
+            raise ValueError(f"device must be 'cpu' for GaussianIPF (float64 moment algebra on the CPU; its drift "
+                             f"accepts points on any device); got {device!r}")
         # the exact bridge validates the ends, sigma, T and the reference, and is the fixed point
         self.target = GaussianBridge(mean0, cov0, mean1, cov1, sigma=sigma, T=T, reference=reference)
         tgt = self.target

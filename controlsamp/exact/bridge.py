@@ -6,7 +6,8 @@ from typing import Optional, Tuple
 import torch
 
 from .._linalg import logdet, solve_spd, sym_inv_sqrt, sym_sqrt, symmetrize
-from .._validate import check_dim, check_internal_spd, check_points, check_positive, check_spd, check_time, check_vector
+from .._validate import (check_dim, check_internal_spd, check_points, check_positive, check_spd, check_time,
+                          check_vector, on_cpu)
 from ..processes import Brownian
 from .gaussian import _entropic_ot_cross_cov, entropic_ot_cross_cov, entropic_ot_gaussian
 from .reference_bridge import sample_reference_bridge
@@ -121,6 +122,7 @@ class GaussianBridge:
         return A @ self._C + B @ self.cov1
 
     # drift -----------------------------------------------------------------------------------
+    @on_cpu
     def drift(self, t, x) -> Tensor:
         """The bridge's drift b(t, x), (n, d); x is (n, d)."""
         t = check_time(t, self.T)

@@ -66,7 +66,7 @@ from typing import Optional, Tuple
 import torch
 
 from .._linalg import symmetrize
-from .._validate import DTYPE, check_dim, check_points, check_positive
+from .._validate import DTYPE, check_dim, check_points, check_positive, on_cpu
 from ..targets import Gaussian, GaussianMixture
 
 Tensor = torch.Tensor
@@ -218,6 +218,7 @@ class EOTBenchmarkPair:
         """mu_k(x) = (S_k + eps I)^{-1}(S_k x + eps r_k), shape (n, K, D)."""
         return torch.einsum("kij,nj->nki", self._gain, x) + self._offset.unsqueeze(0)
 
+    @on_cpu
     def conditional(self, x) -> Tuple[Tensor, Tensor, Tensor]:
         r"""Parameters of pi*(y | x) = sum_k w_k(x) N(mu_k(x), Sigma_k): weights (n, K), means (n, K, D),
         covariances (K, D, D) (independent of x)."""
@@ -225,6 +226,7 @@ class EOTBenchmarkPair:
         weights = torch.softmax(self._weight_mixture.component_log_prob(xt), dim=1)
         return weights, self._component_means(xt), self.cond_covs
 
+    @on_cpu
     def log_normalizer(self, x) -> Tensor:
         r"""log Z(x) = log \int exp(-|x - y|^2 / (2 eps)) f*(y) dy
         = (D/2) log(2 pi eps) + log sum_k a_k N(x; r_k, S_k + eps I), shape (n,); -log Z is the
@@ -233,6 +235,7 @@ class EOTBenchmarkPair:
         return (0.5 * self.dim * math.log(2 * math.pi * self.eps)
                 + torch.logsumexp(self._weight_mixture.component_log_prob(xt), dim=1))
 
+    @on_cpu
     def conditional_log_prob(self, x, y) -> Tensor:
         """log pi*(y_i | x_i) for paired rows x (n, D), y (n, D); shape (n,)."""
         xt, yt = self._x(x), check_points(y, "y", self.dim)
@@ -245,11 +248,13 @@ class EOTBenchmarkPair:
         lp = -0.5 * (z * z).sum(1) - 0.5 * (self.dim * math.log(2 * math.pi) + logdet).unsqueeze(1)
         return torch.logsumexp(logw + lp.T, dim=1)
 
+    @on_cpu
     def log_density(self, x, y) -> Tensor:
         """log pi*(x_i, y_i) = log p0(x_i) + log pi*(y_i | x_i) for paired rows, shape (n,)."""
         xt = self._x(x)
         return self.source.log_prob(xt) + self.conditional_log_prob(xt, y)
 
+    @on_cpu
     def conditional_mean_cov(self, x) -> Tuple[Tensor, Tensor]:
         r"""Exact mean (n, D) and covariance (n, D, D) of pi*(y | x):
         m(x) = sum_k w_k mu_k,  C(x) = sum_k w_k [Sigma_k + (mu_k - m)(mu_k - m)^T]."""
@@ -260,6 +265,7 @@ class EOTBenchmarkPair:
         between = torch.bmm((dm * w.unsqueeze(-1)).transpose(1, 2), dm)  # no (n, K, D, D) intermediate
         return mean, symmetrize(within + between)
 
+    @on_cpu
     def sample_conditional(self, x, m: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """m independent draws of pi*(y | x) for each row of x: shape (n, m, D)."""
         m = check_dim(m, "m")

@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .._validate import check_dim, check_points, check_positive, check_time
+from .._validate import check_dim, check_points, check_positive, check_time, on_cpu
 from ..processes import Brownian
 from ..targets import Gaussian, GaussianMixture
 from .gaussian import gaussian_kl
@@ -89,6 +89,7 @@ class SchrodingerFollmer:
         common = (x * x).sum(1) / (2 * s2 * t) + 0.5 * d * math.log(2 * math.pi * s2 * t)
         return torch.log(self._w) + lp, common
 
+    @on_cpu
     def drift(self, t, x) -> Tensor:
         """b(t, x) = sigma^2 grad log h(t, x), (n, d), for t in [0, T]."""
         t = check_time(t, self.T)
@@ -106,6 +107,7 @@ class SchrodingerFollmer:
         post = torch.softmax(logits, dim=1)
         return torch.einsum("nk,knd->nd", post, comp)
 
+    @on_cpu
     def value(self, t, x) -> Tensor:
         """The cost-to-go V(t, x) = -log h(t, x), (n,); drift = -sigma^2 grad V."""
         t = check_time(t, self.T)

@@ -8,7 +8,7 @@ import torch
 
 from .._linalg import symmetrize
 from .._validate import (as_tensor, check_dim, check_points, check_positive, check_spd, check_square, check_symmetric,
-                         check_time)
+                         check_time, on_cpu)
 
 Tensor = torch.Tensor
 
@@ -222,17 +222,20 @@ class LQR:
         """K(t) = -R^{-1} B' P(t), (m, d): u* = K(t) x."""
         return -self._Rinv_Bt @ self.riccati(t)
 
+    @on_cpu
     def policy(self, t, x) -> Tensor:
         """u*(t, x) = -R^{-1} B' P(t) x, (n, m)."""
         x = check_points(x, "x", self.dim)
         return x @ self.gain(t).T
 
+    @on_cpu
     def value(self, t, x) -> Tensor:
         """V(t, x) = x' P(t) x + int_t^T tr(sigma sigma' P), (n,)."""
         x = check_points(x, "x", self.dim)
         P, r = self._sweep(check_time(t, self.T))
         return (x @ P * x).sum(1) + r
 
+    @on_cpu
     def cost(self, x0, cov0=None) -> float:
         """The optimal expected cost from X_0 = x0, or from X_0 ~ N(x0, cov0): m'P(0)m + tr(P(0) S) + r(0)."""
         x = check_points(x0, "x0", self.dim)
@@ -255,6 +258,7 @@ class LQR:
         tends to :meth:`gain` at first order in h = T / steps."""
         return self._euler(steps)[0]
 
+    @on_cpu
     def euler_cost(self, x0, cov0=None, steps: int = 100) -> float:
         """The optimal cost of the Euler-discretised problem from X_0 = x0 (or N(x0, cov0))."""
         x = check_points(x0, "x0", self.dim)

@@ -89,24 +89,26 @@ class NoisedMixture:
         covs = Phi @ self.covs @ Phi.T + Q
         return self.weights, means, 0.5 * (covs + covs.transpose(-1, -2))
 
-    def _factors(self, t) -> Tuple[Tensor, Tensor, Tensor]:
-        """(means (K, D), precisions (K, D, D), log w_k - log det(2 pi C_k)/2 (K,)) of p_t, kept for the last 256
-        distinct times (a sampler on a grid asks for the same few times again and again)."""
-        key = float(t)
+    def _factors(self, t, device=None) -> Tuple[Tensor, Tensor, Tensor]:
+        """(means (K, D), precisions (K, D, D), log w_k - log det(2 pi C_k)/2 (K,)) of p_t on ``device`` (computed on the
+        CPU), kept for the last 256 distinct (time, device) pairs (a sampler on a grid asks for the same few times
+        again and again)."""
+        device = torch.device("cpu") if device is None else torch.device(device)
+        key = (float(t), str(device))
         cache = self.__dict__.setdefault("_cache", {})
         if key not in cache:
-            w, mu, C = self.marginal(key)
+            w, mu, C = self.marginal(key[0])
             L = torch.linalg.cholesky(C)  # (K, D, D)
             half_logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
             const = torch.log(w) - half_logdet - 0.5 * C.shape[-1] * math.log(2 * math.pi)
             if len(cache) >= 256:
                 cache.pop(next(iter(cache)))
-            cache[key] = (mu, torch.cholesky_inverse(L), const)
+            cache[key] = tuple(v.to(device) for v in (mu, torch.cholesky_inverse(L), const))
         return cache[key]
 
     def _components(self, t, x: Tensor) -> Tuple[Tensor, Tensor]:
         """Per component: log w_k + log N(x; mean_k, C_k) (n, K) and C_k^{-1}(x - mean_k) (n, K, D)."""
-        mu, P, const = self._factors(t)
+        mu, P, const = self._factors(t, x.device)
         diff = x.unsqueeze(1) - mu  # (n, K, D)
         prec_diff = torch.einsum("kij,nkj->nki", P, diff)  # the K precisions, one batched product for all points
         return const - 0.5 * (diff * prec_diff).sum(-1), prec_diff
@@ -129,7 +131,7 @@ class NoisedMixture:
         q I)`, at points x (n, D) with one (a, q) per point (n, 1) each: the same as :meth:`score` at the time whose
         kernel coefficients are (a, q) for an isotropic reference, but vectorised over per-point times and
         differentiable in x, a and q (forward- or reverse-mode), in the dtype of x."""
-        w, m, S = self.weights.to(x.dtype), self.means.to(x.dtype), self.covs.to(x.dtype)
+        w, m, S = self.weights.to(x), self.means.to(x), self.covs.to(x)
         eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
         C = (a * a)[:, :, None, None] * S + q[:, :, None, None] * eye  # (n, K, D, D)
         L = torch.linalg.cholesky(C)
@@ -142,11 +144,13 @@ class NoisedMixture:
         return -(r.unsqueeze(-1) * prec_diff).sum(1)
 
     def sample(self, t, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        """n exact samples of :math:`X_t` (n, D), float64: a component, then its Gaussian."""
+        """n exact samples of :math:`X_t` (n, D), float64: a component, then its Gaussian; drawn on the device of
+        ``generator`` (the CPU without one)."""
         from .._validate import check_dim
         n = check_dim(n, "n")
-        w, mu, C = self.marginal(t)
+        where = torch.device("cpu") if generator is None else generator.device
+        w, mu, C = (v.to(where) for v in self.marginal(t))
         k = torch.multinomial(w, n, replacement=True, generator=generator)
-        z = torch.randn(n, mu.shape[1], generator=generator, dtype=mu.dtype)
+        z = torch.randn(n, mu.shape[1], generator=generator, dtype=mu.dtype, device=where)
         L = torch.linalg.cholesky(C)
         return mu[k] + (L[k] @ z.unsqueeze(-1)).squeeze(-1)

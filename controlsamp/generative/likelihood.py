@@ -69,11 +69,13 @@ NOISES = ("rademacher", "gaussian")
 
 
 def _probes(shape, k: int, noise: str, generator, dtype, device) -> Tensor:
-    """k probe vectors per point, (k, n, D), of unit covariance."""
+    """k probe vectors per point, (k, n, D), of unit covariance: drawn where ``generator`` lives (the CPU without
+    one), then moved to ``device``."""
+    where = torch.device("cpu") if generator is None else generator.device
     if noise == "gaussian":
-        eps = torch.randn((k,) + tuple(shape), generator=generator, dtype=torch.float64)
+        eps = torch.randn((k,) + tuple(shape), generator=generator, dtype=torch.float64, device=where)
     else:
-        eps = torch.randint(0, 2, (k,) + tuple(shape), generator=generator).to(torch.float64) * 2.0 - 1.0
+        eps = torch.randint(0, 2, (k,) + tuple(shape), generator=generator, device=where).to(torch.float64) * 2.0 - 1.0
     return eps.to(dtype=dtype, device=device)
 
 
@@ -206,10 +208,11 @@ def cld_data_log_likelihood(source, x0, velocity_samples: int = 1, velocity_var:
     d = source.data_dim
     x0 = as_points(x0, "x0", d, dtype=torch.float64)
     n = x0.shape[0]
-    v = math.sqrt(velocity_var) * torch.randn(K * n, d, generator=generator, dtype=torch.float64)
-    u = torch.cat([x0.repeat(K, 1), v], 1)
+    where = torch.device("cpu") if generator is None else generator.device  # the velocities: where the generator lives
+    v = math.sqrt(velocity_var) * torch.randn(K * n, d, generator=generator, dtype=torch.float64, device=where)
+    u = torch.cat([x0.repeat(K, 1), v.to(x0.device)], 1)
     lp, info = log_likelihood(source, u, generator=generator, return_info=True, **kwargs)
-    log_q = -0.5 * (v * v).sum(1) / velocity_var - 0.5 * d * math.log(2 * math.pi * velocity_var)
+    log_q = (-0.5 * (v * v).sum(1) / velocity_var - 0.5 * d * math.log(2 * math.pi * velocity_var)).to(lp.device)
     out = (lp - log_q).reshape(K, n).mean(0)
     return (out, info) if return_info else out
 

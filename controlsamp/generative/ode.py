@@ -61,7 +61,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from .._validate import as_points, check_dim, check_positive
+from .._validate import as_points, check_dim, check_generator, check_positive
 from ..processes import CLD, IsotropicLinearSDE
 
 Tensor = torch.Tensor
@@ -159,7 +159,7 @@ def start_states(source, n: Optional[int], x_T, generator: Optional[torch.Genera
     if x_T is None:
         if n is None:
             raise ValueError("pass n (the number of samples, drawn from the prior) or x_T (the start states at T)")
-        x = source.prior_sample(check_dim(n, "n"), generator)
+        x = source.prior_sample(check_dim(n, "n"), check_generator(generator, source_device(source)))
     else:
         x = as_points(x_T, "x_T", source.state_dim)
         if n is not None and check_dim(n, "n") != x.shape[0]:

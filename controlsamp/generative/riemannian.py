@@ -263,10 +263,13 @@ class ExactManifoldScore(ManifoldScoreSource):
             no prior error; its draws by :func:`~controlsamp.manifolds.heat.sample_heat_kernel` with ``heat_steps``
             geodesic-random-walk steps on the sphere, exact on the torus).
         dtype: the dtype of the prior draws (the scores keep the dtype of x; the closed forms compute in float64).
+        device: where the prior draws go, and so the samplers' states (the closed forms compute on the CPU, see
+            :mod:`controlsamp.manifolds.mixtures`; the scores return on the device of x).
     """
 
     def __init__(self, mixture, beta_min: float = 1e-3, beta_max: Optional[float] = None, T: float = 1.0,
-                 t_min: float = 0.0, prior: str = "uniform", heat_steps: int = 100, dtype=torch.float64):
+                 t_min: float = 0.0, prior: str = "uniform", heat_steps: int = 100, dtype=torch.float64,
+                 device="cpu"):
         missing = [a for a in ("manifold", "noised_score", "noised_log_prob", "sample") if not hasattr(mixture, a)]
         if missing:
             raise ValueError(f"mixture must be a manifold mixture (VonMisesFisherMixture, WrappedNormalMixture); "
@@ -283,7 +286,7 @@ class ExactManifoldScore(ManifoldScoreSource):
             raise ValueError(f"prior must be one of {PRIORS}; got {prior!r}")
         self.prior = prior
         self.heat_steps = check_dim(heat_steps, "heat_steps")
-        self.dtype = check_dtype(dtype)
+        self.dtype, self.device = check_dtype(dtype), check_device(device)
 
     def score(self, t, x: Tensor) -> Tensor:
         x = torch.as_tensor(x)
@@ -300,7 +303,7 @@ class ExactManifoldScore(ManifoldScoreSource):
             return super().prior_sample(n, generator)
         x0 = self.mixture.sample(check_dim(n, "n"), generator=generator).to(torch.float64)
         return sample_heat_kernel(self.manifold, x0, float(self.tau(self.T)), generator=generator,
-                                  steps=self.heat_steps).to(self.dtype)
+                                  steps=self.heat_steps).to(self.device, self.dtype)
 
     def prior_log_prob(self, x: Tensor) -> Tensor:
         if self.prior == "uniform":
@@ -362,11 +365,13 @@ def dsm_terms(score: Callable[[Tensor, Tensor], Tensor], manifold, schedule: Bet
 
 
 def _probes(shape, k: int, noise: str, generator, dtype, device) -> Tensor:
-    """k ambient probe vectors per point, (k, n, D), of unit covariance."""
+    """k ambient probe vectors per point, (k, n, D), of unit covariance: drawn where ``generator`` lives (the CPU
+    without one), then moved to ``device``."""
+    where = torch.device("cpu") if generator is None else generator.device
     if noise == "gaussian":
-        eps = torch.randn((k,) + tuple(shape), generator=generator, dtype=torch.float64)
+        eps = torch.randn((k,) + tuple(shape), generator=generator, dtype=torch.float64, device=where)
     elif noise == "rademacher":
-        eps = torch.randint(0, 2, (k,) + tuple(shape), generator=generator).to(torch.float64) * 2.0 - 1.0
+        eps = torch.randint(0, 2, (k,) + tuple(shape), generator=generator, device=where).to(torch.float64) * 2.0 - 1.0
     else:
         raise ValueError(f"noise must be one of {NOISES}; got {noise!r}")
     return eps.to(dtype=dtype, device=device)

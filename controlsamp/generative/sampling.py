@@ -36,7 +36,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from .._validate import check_dim, check_positive
+from .._validate import check_dim, check_generator, check_positive
 from ..processes import CLD, Reversed
 from ..sde import DiscretisedReference, controlled_paths, rollout
 from ..sde.schemes import get_scheme
@@ -55,6 +55,7 @@ SAMPLERS = SDE_SAMPLERS + tuple(ODE_SAMPLERS) + ("genie",)  # every name sample(
 
 
 def _start(source: ScoreSource, n: Optional[int], x_T, generator) -> Tensor:
+    check_generator(generator, source.device)
     if x_T is None:
         if n is None:
             raise ValueError("give n (the number of samples) or x_T (the starting states)")

@@ -97,7 +97,10 @@ def score_matching_loss(model, x0: Tensor, generator: torch.Generator, weighting
     n = x0.shape[0]
     kernel = model.kernel
     t, factor = times.sample(n, generator)
-    eps = torch.randn(n, kernel.state_dim, generator=generator, dtype=x0.dtype, device=x0.device)
+    # the noise comes from the same stream as the times (a CPU generator in every trainer): drawn where the
+    # generator lives, then moved to the data's device
+    where = x0.device if generator is None else generator.device
+    eps = torch.randn(n, kernel.state_dim, generator=generator, dtype=x0.dtype, device=where).to(x0.device)
     xt = kernel.perturb(t, x0, eps)
     tt = t.to(device=x0.device, dtype=x0.dtype)
     eps_hat, scale = model.eps_hat(tt, xt, use_ema=use_ema, return_scale=True)

@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from .._validate import as_points, check_dim
+from .._validate import as_points, check_device, check_dim
 from ..processes import CLD, IsotropicLinearSDE
 
 Tensor = torch.Tensor
@@ -53,20 +53,24 @@ class ScoreSource(ABC):
         return as_points(x, name, self.state_dim, dtype=self.dtype, device=self.device)
 
     def prior_sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        """n draws of the prior at T (``reference_prior``), (n, state_dim)."""
+        """n draws of the prior at T (``reference_prior``), (n, state_dim), on the source's device. The normals are
+        drawn where ``generator`` lives (the source's device for the samplers, whose path noise comes from the same
+        generator), in float64."""
         mean, cov = reference_prior(self.reference, getattr(self, "velocity_var", None))
         n = check_dim(n, "n")
-        z = torch.randn(n, self.state_dim, generator=generator, dtype=torch.float64)
-        return (mean + z @ torch.linalg.cholesky(cov).T).to(self.device, self.dtype)
+        where = torch.device("cpu") if generator is None else generator.device
+        z = torch.randn(n, self.state_dim, generator=generator, dtype=torch.float64, device=where)
+        return (mean.to(where) + z @ torch.linalg.cholesky(cov).T.to(where)).to(self.device, self.dtype)
 
     def prior_log_prob(self, x: Tensor) -> Tensor:
-        """log density of the prior at T, (n,) float64."""
+        """log density of the prior at T, (n,) float64, on the device of x."""
         mean, cov = reference_prior(self.reference, getattr(self, "velocity_var", None))
+        device = x.device
         x = x.detach().to(torch.float64).cpu()
         L = torch.linalg.cholesky(cov)
         white = torch.linalg.solve_triangular(L, (x - mean).T, upper=False)
         return (-0.5 * (white * white).sum(0) - torch.log(torch.diagonal(L)).sum()
-                - 0.5 * x.shape[1] * math.log(2 * math.pi)).to(x.device)
+                - 0.5 * x.shape[1] * math.log(2 * math.pi)).to(device)
 
 
 def reference_prior(reference, velocity_var: Optional[float] = None):
@@ -88,9 +92,10 @@ class ExactScore(ScoreSource):
     r"""The exact score of a :class:`~controlsamp.exact.NoisedMixture` as a score source: its ``score(t, x)`` in the
     source's dtype (the velocity block for CLD), and its *exact* law at T as the prior (so a sampler started there
     carries no prior error). ``t_min`` (default 0: the closed form holds down to the data) is where samplers stop.
+    ``device``: where the samplers put their states (the closed form is evaluated where x lives, in float64).
     """
 
-    def __init__(self, mixture, t_min: float = 0.0, dtype=torch.float64):
+    def __init__(self, mixture, t_min: float = 0.0, dtype=torch.float64, device="cpu"):
         self.mixture = mixture
         self.reference = mixture.reference
         self.state_dim = int(self.reference.dim)
@@ -100,17 +105,18 @@ class ExactScore(ScoreSource):
             raise ValueError(f"t_min must lie in [0, T) = [0, {self.T}); got {t_min}")
         self.t_min = t_min
         self.dtype = dtype
+        self.device = check_device(device)
         if self.velocity:  # the initial velocity's variance (the mixture's v block, isotropic by construction)
             self.velocity_var = float(mixture.covs[0, self.data_dim, self.data_dim])
 
     def score(self, t, x: Tensor) -> Tensor:
         x = torch.as_tensor(x)
-        tt = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+        tt = torch.as_tensor(t, dtype=torch.float64).reshape(-1).cpu()
         xd = x.to(torch.float64)
         if tt.numel() == 1:
             s = self.mixture.score(float(tt), xd)
         elif isinstance(self.reference, IsotropicLinearSDE):  # one time per point: the kernel per point, vectorised
-            a, q = self.reference.marginal_coefficients(tt)
+            a, q = (c.to(x.device) for c in self.reference.marginal_coefficients(tt))
             s = self.mixture.isotropic_score(xd, a[:, None], q[:, None])
         else:  # one time per point: group equal times
             s = torch.empty_like(xd)
@@ -126,7 +132,7 @@ class ExactScore(ScoreSource):
         return self.mixture.log_prob(float(t), torch.as_tensor(x).to(torch.float64))
 
     def prior_sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        return self.mixture.sample(self.T, check_dim(n, "n"), generator=generator).to(self.dtype)
+        return self.mixture.sample(self.T, check_dim(n, "n"), generator=generator).to(self.device, self.dtype)
 
     def prior_log_prob(self, x: Tensor) -> Tensor:
         return self.log_prob(self.T, x)

@@ -59,6 +59,10 @@ then a uniform tangent direction); on :math:`S^2` the exact inverse CDF
 **Entropy** :math:`H = -\int p\log p`: for vMF mixtures on :math:`S^2` (and :math:`S^1`) by quadrature, for wrapped normal
 mixtures on :math:`T^1, T^2` by the periodic trapezoidal rule (see the methods); both converge geometrically and are
 checked against doubled resolutions and Monte Carlo in the tests.
+
+**Devices**: the densities and scores are computed on the CPU in float64 (the vMF normalisers and Bessel ratios come
+from scipy); points on a GPU are copied to the CPU and the results back to their device, differentiably. ``sample``
+draws on the CPU (a CPU generator).
 """
 from __future__ import annotations
 
@@ -68,7 +72,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .._validate import as_tensor, check_dim, check_int, check_positive
+from .._validate import as_tensor, check_dim, check_int, check_positive, on_cpu
 from .heat import (T_SWITCH, TOL, _F64, _THETA_EDGE, _log_heat_angles, _log_p_varadhan, _safe_ratio_expm1, _times, _tol,
                    _zonal_weights, heat_eigenvalues, wrapped_normal_log_prob, wrapped_normal_score, zonal_series,
                    zonal_terms)
@@ -246,11 +250,13 @@ class VonMisesFisherMixture:
         u = x @ self.means.T
         return self.weights.log() + self._log_norm + self.kappas * (u - 1)
 
+    @on_cpu
     def log_prob(self, x) -> Tensor:
         r"""(n,) :math:`\log p(x)` w.r.t. the volume of :math:`S^d`; ``x`` (n, d + 1) unit vectors."""
         x = self.manifold.points(x, "x")
         return torch.logsumexp(self._component_logs(x.to(_F64)), -1).to(x.dtype)
 
+    @on_cpu
     def score(self, x) -> Tensor:
         r"""(n, d + 1) the Riemannian gradient :math:`\nabla_x\log p = P_x \sum_j r_j(x) \kappa_j \mu_j`."""
         x = self.manifold.points(x, "x")
@@ -403,6 +409,7 @@ class VonMisesFisherMixture:
             (g,) = torch.autograd.grad(_convolution_log(self.dim, th, kappa, t).sum(), th)
         return lf, -g / torch.sin(th.detach())
 
+    @on_cpu
     def noised_log_prob(self, t: Times, x) -> Tensor:
         r"""(n,) :math:`\log p_t(x)`, the law of :math:`B_t` for Brownian motion started from the mixture (module
         docstring: the Bessel-ratio series for t > 0, the closed form at t = 0). ``t``: a float >= 0 or an (n,)
@@ -410,6 +417,7 @@ class VonMisesFisherMixture:
         x, logs, _, dtype = self._noised_parts(t, x, need_score=False)
         return torch.logsumexp(logs, -1).to(dtype)
 
+    @on_cpu
     def noised_score(self, t: Times, x) -> Tensor:
         r"""(n, d + 1) :math:`\nabla_x \log p_t(x) = P_x \sum_j r_j(x)\,\frac{f_{j,t}'(u_j)}{f_{j,t}(u_j)}\,\mu_j`
         (:math:`u_j = \mu_j\cdot x`, :math:`r_j` the noised responsibilities): the denoising score-matching target of
@@ -525,11 +533,13 @@ class WrappedNormalMixture:
         x = self.manifold.points(x, "x")
         return x.to(_F64), x.dtype
 
+    @on_cpu
     def log_prob(self, x) -> Tensor:
         r"""(n,) :math:`\log p(x)` w.r.t. :math:`dx_1\cdots dx_d`; ``x`` (n, d) angles."""
         x, dtype = self._points(x)
         return torch.logsumexp(self._component_logs(x, 0.0), -1).to(dtype)
 
+    @on_cpu
     def score(self, x) -> Tensor:
         r"""(n, d) :math:`\nabla_x \log p = \sum_j r_j(x)\, \nabla_x\log \mathrm{WN}_j(x)`."""
         x, dtype = self._points(x)
@@ -548,12 +558,14 @@ class WrappedNormalMixture:
         tt = _times(t, x.shape[0], allow_zero=True)
         return x, tt, dtype
 
+    @on_cpu
     def noised_log_prob(self, t: Times, x) -> Tensor:
         r"""(n,) :math:`\log p_t(x)` of :math:`B_t`, :math:`B_0 \sim p`: the wrapped normal mixture with variances
         :math:`s_{ji}^2 + t` (exact). ``t``: a float >= 0 or an (n,) tensor."""
         x, tt, dtype = self._noised(t, x)
         return torch.logsumexp(self._component_logs(x, tt), -1).to(dtype)
 
+    @on_cpu
     def noised_score(self, t: Times, x) -> Tensor:
         r"""(n, d) :math:`\nabla_x\log p_t(x)` (exact)."""
         x, tt, dtype = self._noised(t, x)

@@ -27,7 +27,7 @@ import torch
 
 from .._linalg import symmetrize, sym_sqrt
 from .._validate import (DTYPE, as_points, as_tensor, check_dim, check_nonnegative, check_points, check_positive,
-                         check_square, check_symmetric, check_time, check_vector)
+                         check_square, check_symmetric, check_time, check_vector, on_cpu)
 
 __all__ = ["LinearSDE", "IsotropicLinearSDE", "TorchSDE", "lti_transition"]
 
@@ -146,6 +146,7 @@ class LinearSDE(ABC):
         r"""Kernel from time ``s`` to ``t`` (:math:`0 \le s \le t \le T`): returns float64 ``(Phi, c, Q)`` with
         :math:`X_t \mid X_s = x \sim \mathcal N(\Phi x + c, Q)`."""
 
+    @on_cpu
     def marginal(self, t, mean0, cov0=None) -> Tuple[torch.Tensor, torch.Tensor]:
         r"""Law of :math:`X_t` when :math:`X_0 \sim \mathcal N(m_0, S_0)`: mean :math:`\Phi m_0 + c`,
         covariance :math:`\Phi S_0 \Phi^\top + Q` (with :math:`(\Phi, c, Q)` = ``transition(0, t)``).
@@ -176,6 +177,7 @@ class LinearSDE(ABC):
     def _check_n(n) -> int:
         return check_dim(n, "n")
 
+    @on_cpu
     def sample_marginal(self, t, n: int, mean0, cov0=None,
                         generator: Optional[torch.Generator] = None) -> torch.Tensor:
         r"""``n`` exact samples of :math:`X_t` from :math:`X_0 \sim \mathcal N(m_0, S_0)`, shape ``(n, dim)``, float64.
@@ -191,6 +193,7 @@ class LinearSDE(ABC):
         z = torch.randn(n, self.dim, dtype=DTYPE, generator=generator)
         return mean + z @ sym_sqrt(cov).T
 
+    @on_cpu
     def sample_path(self, ts, x0, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         r"""Exact samples of :math:`(X_{t_1}, \dots, X_{t_K})` given :math:`X_0 = x_0`, shape ``(n, K, dim)``, float64.
 

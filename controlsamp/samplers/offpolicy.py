@@ -33,7 +33,7 @@ class ReplayBuffer:
         return self.x.shape[0]
 
     def add(self, x: Tensor, log_r: Tensor) -> None:
-        ok = torch.isfinite(log_r) & torch.isfinite(x).all(1)
+        ok = (torch.isfinite(log_r) & torch.isfinite(x).all(1)).cpu()  # (the buffer lives on the CPU)
         self.x = torch.cat([self.x, x.detach().float().cpu()[ok]])[-self.capacity:]
         self.log_r = torch.cat([self.log_r, log_r.detach().float().cpu()[ok]])[-self.capacity:]
 
