@@ -32,7 +32,7 @@ import json
 import math
 import os
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -172,6 +172,20 @@ def save_npy(path: str, array: np.ndarray) -> None:
         with open(tmp, "wb") as fh:
             np.save(fh, array)
     atomic_write(path, write)
+
+
+def prepare_out(out: str, job: dict, resume: bool, files: Callable[[str], List[str]]) -> None:
+    """Rank 0 (the only process that writes; see :mod:`controlsamp.parallel`) makes ``out``, removes the files
+    ``files(out)`` of an earlier run there unless ``resume``, and writes ``job.json``; every process of a group
+    then waits until it has."""
+    if parallel.rank() == 0:
+        os.makedirs(out, exist_ok=True)
+        if not resume:  # a new run: nothing of an earlier one may remain next to it
+            for f in files(out):
+                os.remove(os.path.join(out, f))
+        write_json(os.path.join(out, "job.json"), job)
+    if parallel.world_size() > 1:
+        parallel.DataParallel().barrier()  # the folder is ready before any process trains
 
 
 def check_resume(out: str, job: dict) -> None:
@@ -472,14 +486,7 @@ def _run_job(tgt, target, sampler, loss, iters, batch, steps, seed, out, device,
                              "start the run without resume")
         check_resume(out, job)
     smp = cls(tgt, steps=steps, sigma=sigma, device=device, seed=seed, **(sampler_options or {}))
-    if writer:
-        os.makedirs(out, exist_ok=True)
-        if not resume:  # a new run: nothing of an earlier one may remain next to it
-            for f in run_files(out):
-                os.remove(os.path.join(out, f))
-        write_json(os.path.join(out, "job.json"), job)
-    if world > 1:
-        parallel.DataParallel().barrier()  # the folder is ready before any process trains
+    prepare_out(out, job, resume, run_files)
     if trainable:
         try:
             smp.fit(iters, batch=batch, loss=loss, lr=lr, seed=seed, checkpoint=ckpt, checkpoint_every=checkpoint_every,

@@ -39,7 +39,7 @@ from .generative.data import TOY_DATASETS, DequantisedData, from_model_space, im
 from .generative.dpdm import fit_private
 from .generative.likelihood import bits_per_dim, cld_data_log_likelihood, dequantise, log_likelihood
 from .processes import CLD, VE, VP
-from .train import JobInterrupted, _Stages, check_resume, fmt, save_figure, save_npy, write_json
+from .train import JobInterrupted, _Stages, check_resume, fmt, prepare_out, save_figure, save_npy, write_json
 
 from .generative import SAMPLERS
 
@@ -267,14 +267,7 @@ def _run_generative_job(data, reference, parametrisation, weighting, t_sampling,
                              "holds the run's length): resume with that, or start a new run in another folder")
     model = DiffusionModel(ref, parametrisation=parametrisation, hidden=hidden, depth=depth, seed=seed, device=device,
                            velocity_var=ref_settings.get("velocity_var"))
-    if writer:
-        os.makedirs(out, exist_ok=True)
-        if not resume:  # a new run: nothing of an earlier one may remain next to it
-            for f in generative_files(out):
-                os.remove(os.path.join(out, f))
-        write_json(os.path.join(out, "job.json"), job)
-    if world > 1:
-        parallel.DataParallel().barrier()  # the folder is ready before any process trains
+    prepare_out(out, job, resume, generative_files)
     try:
         if dp is None:
             model.fit(train_data, iters=iters, batch=batch, lr=lr, weighting=weighting, t_sampling=t_sampling,
