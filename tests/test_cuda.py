@@ -528,3 +528,11 @@ def test_cuda_requested_without_cuda_is_a_clear_error(name):
 def test_the_cuda_marker_is_registered(pytestconfig):
     """``-m cuda`` selects these tests without an unknown-marker warning."""
     assert any(line.startswith("cuda:") for line in pytestconfig.getini("markers"))
+
+
+def test_a_sampler_refuses_a_generator_that_is_not_one_naming_it():
+    """simulate / sample check their generator (a CPU generator for a GPU sampler is the same ValueError)."""
+    s = cs.samplers.PIS(cs.targets.get("gaussian", dim=2), steps=4)
+    with pytest.raises(ValueError, match="generator must be a torch.Generator"):
+        s.simulate(3, generator=123)
+    assert s.simulate(3, generator=torch.Generator().manual_seed(0)).xs.shape == (3, 5, 2)

@@ -31,8 +31,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .._validate import (as_points, check_count, check_device, check_dim, check_dtype, check_grad_clip,
-                         check_nonnegative, check_positive, check_seed, check_time)
+from .._validate import (as_points, check_count, check_device, check_dim, check_dtype, check_generator,
+                         check_grad_clip, check_nonnegative, check_positive, check_seed, check_time)
 from ..control import Batch, Objective, Paths, SamplerControl, SamplingProblem, check_target, get_objective
 from ..control.objectives import REGISTRY
 from ..sde import DiscretisedReference
@@ -124,7 +124,9 @@ class DiffusionSampler:
 
     def simulate(self, n: int, generator=None, explore: float = 0.0, noise: Optional[Tensor] = None,
                  differentiable: bool = False) -> Paths:
-        """Detached paths of the current control (see :meth:`SamplingProblem.simulate`)."""
+        """Detached paths of the current control (see :meth:`SamplingProblem.simulate`). ``generator`` (None or a
+        torch.Generator) must live on the sampler's device type."""
+        generator = check_generator(generator, self.device)
         return self.problem.simulate(self.policy, n, generator, explore, noise, self.device, self.dtype,
                                      differentiable)
 
@@ -286,7 +288,8 @@ class DiffusionSampler:
         def step(it: int) -> Dict[str, float]:
             evals_before = self.target_evals
             paths, backward = behaviour(it)
-            batches = [Batch(per_shard, st, st.entropy(it), self.device, self.dtype, p) for st, p in zip(streams, paths)]
+            batches = [Batch(per_shard, st, st.entropy(it), self.device, self.dtype, p)
+                       for st, p in zip(streams, paths)]
             value, loss_value, info = objective.sharded(problem, policy, batches, dp)
             descend(value, opt, list(policy.parameters()) + list(objective.parameters()), grad_clip,
                     f"iteration {it} (loss {loss_value:.4g})", sched, dp)
