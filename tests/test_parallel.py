@@ -193,6 +193,7 @@ def test_shards_must_divide_the_batch_and_be_a_multiple_of_the_processes():
         s.fit(iters=1, batch=16, shards=0, progress=False)
 
 
+@pytest.mark.slow  # (about 25 s: torchrun's agent and two fresh interpreters; fit-data's test covers the group path)
 def test_cli_nproc_2_reproduces_shards_2_in_one_process(tmp_path):
     import json
 
