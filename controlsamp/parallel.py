@@ -151,17 +151,15 @@ class DataParallel:
         rows[self.rank] = self.world * local - (self.world - 1) * local.detach() if local.requires_grad else local
         return torch.cat(rows)
 
-    def mean(self, value: float) -> float:
-        """The mean over processes of a number (e.g. a per-path mean of this process's shards)."""
-        if not self.distributed:
-            return float(value)
-        return float(torch.stack(self._gather(torch.tensor([float(value)], dtype=torch.float64))).mean())
-
     def sum(self, value: float) -> float:
-        """The sum over processes of a number (e.g. energy evaluations)."""
+        """The sum over processes of a number (e.g. energy evaluations), in rank order."""
         if not self.distributed:
             return float(value)
         return float(torch.stack(self._gather(torch.tensor([float(value)], dtype=torch.float64))).sum())
+
+    def mean(self, value: float) -> float:
+        """The mean over processes of a number (e.g. a per-path mean of this process's shards)."""
+        return self.sum(value) / self.world if self.distributed else float(value)
 
     def average_gradients(self, parameters: Sequence[Tensor]) -> None:
         """Replace each parameter's gradient by its mean over the processes (one all-reduce of one flat buffer;
