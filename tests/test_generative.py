@@ -252,6 +252,18 @@ def test_samplers_with_the_exact_score_reproduce_the_mixture(name, sampler, step
     assert w2 < floor + 4 * sd, (w2, floor, sd)
 
 
+def test_predictor_corrector_skips_the_corrector_where_the_score_is_zero():
+    """An untrained model's score is exactly zero, where the signal-to-noise rule of the corrector gives an infinite
+    step (it returned NaN). The corrector is skipped there, so predictor–corrector reproduces the reverse-SDE
+    predictor alone, sample for sample (the path noise is drawn before the steps)."""
+    model = DiffusionModel(P.VP(2))
+    x = torch.randn(7, 2, dtype=model.dtype)
+    assert float(model.score(0.5, x).abs().max()) == 0.0
+    pc, _ = G.sample(model, 50, sampler="pc", steps=20, generator=torch.Generator().manual_seed(1))
+    euler, _ = G.sample(model, 50, sampler="euler", steps=20, generator=torch.Generator().manual_seed(1))
+    assert torch.isfinite(pc).all() and torch.equal(pc, euler)
+
+
 def test_annealed_langevin_output_law_matches_its_exact_recursion():
     """Annealed Langevin dynamics with the exact score of Gaussian data under VE. Each step is linear,
     x <- x - (a/2) C_t^-1 (x - m) + sqrt(a) z with C_t = S + sigma_t^2 I, so the output law is Gaussian with a mean and

@@ -138,13 +138,16 @@ def _cld_euler(source: ScoreSource, x: Tensor, steps: int, generator, t_start: O
 
 def _langevin(source: ScoreSource, x: Tensor, t: float, snr: float, n_steps: int, generator) -> Tensor:
     """The corrector of Song et al. 2021 (Alg. 4/5, with alpha = 1): Langevin steps at time t whose size keeps the
-    ratio of the noise norm to the step's score norm at ``snr``."""
+    ratio of the noise norm to the step's score norm at ``snr``. A score that is zero on every row (an untrained
+    network with a zero last layer) defines no step size (the rule gives an infinite one): that step is skipped."""
     d0 = source.data_dim if source.velocity else 0
     for _ in range(n_steps):
         s = source.score(t, x)
         z = torch.randn(s.shape, generator=generator, dtype=x.dtype, device=x.device)
-        ratio = z.flatten(1).norm(dim=1).mean() / s.flatten(1).norm(dim=1).mean().clamp_min(1e-30)
-        eps = 2.0 * (snr * float(ratio)) ** 2
+        score_norm = float(s.flatten(1).norm(dim=1).mean())
+        if score_norm == 0.0:
+            continue
+        eps = 2.0 * (snr * float(z.flatten(1).norm(dim=1).mean()) / score_norm) ** 2
         if source.velocity:
             x = x.clone()
             x[:, d0:] = x[:, d0:] + eps * s + math.sqrt(2.0 * eps) * z
