@@ -362,10 +362,10 @@ def check_generator(generator, device, name: str = "generator") -> Optional[torc
 
 
 def check_device(device, name: str = "device") -> torch.device:
-    """A torch device this machine has: "cpu", "cuda", "cuda:N", "mps" or a :class:`torch.device`. A device
+    """A torch device this machine has: "cpu", "cuda", "cuda:N" or a :class:`torch.device`. A device
     that torch knows but this build or machine lacks (CUDA without a CUDA build or GPU, an index past the
-    GPU count) and a name torch does not know ("gpu") are ValueErrors naming ``name``, in place of torch's
-    assertion from deep inside the first tensor operation."""
+    GPU count), a name torch does not know ("gpu") and "mps" (no float64 there) are ValueErrors naming
+    ``name``, in place of torch's assertion from deep inside the first tensor operation."""
     if isinstance(device, str) and device.strip().lower() == "gpu":
         raise ValueError(f"{name} must be a torch device such as 'cpu' or 'cuda'; got 'gpu' (did you mean 'cuda'?)")
     try:
@@ -382,8 +382,8 @@ def check_device(device, name: str = "device") -> torch.device:
         if dev.index is not None and dev.index >= count:
             raise ValueError(f"{name} is {device!r}, but this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
     elif dev.type == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ValueError(f"{name} is {device!r}, but MPS is not available on this machine; use {name}='cpu'")
+        raise ValueError(f"{name} is {device!r}, but Apple's MPS backend has no float64, which controlsamp uses for "
+                         f"log-weights, closed forms and metrics; use {name}='cpu' (or 'cuda')")
     elif dev.type != "cpu":
-        raise ValueError(f"{name} must be 'cpu', 'cuda[:N]' or 'mps'; got {device!r}")
+        raise ValueError(f"{name} must be 'cpu' or 'cuda[:N]'; got {device!r}")
     return dev

@@ -655,7 +655,7 @@ def _add_fit_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the data split, the network, training and sampling")
     p.add_argument("--out", default="runs/fit-data", help="folder for the run's files")
     p.add_argument("--device", type=_checked_by(check_device, "--device"), default="cpu",
-                   help="torch device: cpu, cuda, cuda:N or mps")
+                   help="torch device: cpu, cuda or cuda:N")
     p.add_argument("--dp-epsilon", type=_positive_float, default=None,
                    help="train with differential privacy (DPDM: DP-SGD, Poisson batches of expected size --batch, "
                         "per-example clipping) to this epsilon over --iters steps; vp or ve only")
@@ -705,7 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="time steps; for ais the temperatures, for smc the MALA moves per temperature")
     p_run.add_argument("--seed", type=int, default=0, help="seed of the network, the paths and the evaluation")
     p_run.add_argument("--out", default="runs/run", help="folder for the run's files")
-    p_run.add_argument("--device", type=_checked_by(check_device, "--device"), default="cpu", help="torch device: cpu, cuda, cuda:N or mps")
+    p_run.add_argument("--device", type=_checked_by(check_device, "--device"), default="cpu", help="torch device: cpu, cuda or cuda:N")
     p_run.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its checkpoint.pt (same settings; --iters may grow)")
     p_run.add_argument("--force", action="store_true", help="overwrite the run already in --out")

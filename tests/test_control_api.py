@@ -163,6 +163,15 @@ def test_solve_dtype_follows_torch_default_and_bad_devices_are_named():
         cs.solve(_lq(), iters=1, grad_clip=0.0)
 
 
+def test_mps_is_refused_for_its_missing_float64(monkeypatch):
+    """Even where MPS is available (faked here), it is refused with the reason: no float64 on Apple's backend."""
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    with pytest.raises(ValueError, match="device.*float64"):
+        cs.solve(_lq(), iters=1, device="mps")
+    with pytest.raises(ValueError, match="device.*float64"):
+        cs.samplers.PIS(cs.targets.get("gmm25"), device="mps")
+
+
 def test_solution_policy_refuses_non_finite_states():
     sol = cs.solve(_lq(), method="backprop", iters=1, batch=4, progress=False)
     assert sol.policy(0.5, np.zeros((3, 2))).shape == (3, 2)
