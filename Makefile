@@ -28,10 +28,10 @@ demo: setup
 	$(BIN)/controlsamp demo
 
 test: setup
-	$(BIN)/python -m pytest -m "not slow" -n $(JOBS) -q
+	$(BIN)/python -m pytest -m "not slow" -n $(JOBS) --dist worksteal -q
 
 test-slow: setup
-	$(BIN)/python -m pytest -m slow -n $(JOBS) -q
+	$(BIN)/python -m pytest -m slow -n $(JOBS) --dist worksteal -q
 
 theory: setup
 	$(BIN)/python -m theory
