@@ -2,9 +2,10 @@
 
 * the gradient of one step, on the same paths, equals the one-process gradient of the whole batch (float64, 1e-10);
 * a two-process run reproduces a one-process run with the same seed and shards (float64, 1e-6), with exploration,
-  a replay buffer and local search, through torchsde's adjoint, and for a score model (denoising score matching);
+  a replay buffer and local search, through torchsde's adjoint, for ASBS (corrector and adjoint matching on its
+  buffers) and for a score model (denoising score matching);
 * a two-process checkpoint resumes in two processes, or in one process with the same shards, as if uninterrupted;
-* a trainer without data-parallel support (ASBS) refuses to run in a group of several processes.
+* a trainer without data-parallel support (``cs.solve``) refuses to run in a group of several processes.
 """
 import os
 import tempfile
@@ -132,13 +133,26 @@ def _fit_dsm(shards=None):
     return dict(state=state, history={k: list(v) for k, v in model.history.items() if k != "seconds"}, evals=0)
 
 
+def _fit_asbs(shards=None):
+    """ASBS: two stages of corrector matching then adjoint matching, buffers refreshed every 3 steps (float64)."""
+    s = cs.samplers.ASBS(cs.targets.get("gmm25"), steps=6, hidden=16, seed=1, dtype=torch.float64)
+    s.fit(iters=ITERS, batch=BATCH, stages=2, corrector_iters=2, refresh_every=3, buffer=64, seed=5, progress=False,
+          shards=shards)
+    state = {k: v.detach().clone() for k, v in s.policy.state_dict().items()}
+    state.update({f"corrector.{k}": v.detach().clone() for k, v in s.corrector.state_dict().items()})
+    return dict(state=state, history={k: list(v) for k, v in s.history.items() if k != "seconds"},
+                evals=s.target_evals)
+
+
 def _fits(rank, cases, folder):
     out = {name: _fit(kind, options, ITERS) for name, (kind, options) in cases.items()}
     out["dsm"] = _fit_dsm()
+    out["asbs"] = _fit_asbs()
     kind, options = cases["tb"]
     out["tb:first-half"] = _fit(kind, options, ITERS, os.path.join(folder, "tb.pt"))
     try:  # a trainer without data-parallel support
-        cs.samplers.ASBS(cs.targets.get("gaussian", dim=2), steps=4).fit(iters=1, batch=4, progress=False)
+        from control_problems import random_lqr
+        cs.solve(random_lqr(1, seed=0)[0], method="backprop", policy="affine", iters=1, batch=4, progress=False)
     except ValueError as exc:
         out["unsupported"] = str(exc)
     return out
@@ -169,6 +183,10 @@ def test_two_processes_reproduce_one_process_with_the_same_shards_and_resume(tmp
         assert not torch.allclose(torch.tensor(other["history"]["loss"]), torch.tensor(one["history"]["loss"]))
     _close(two[0]["dsm"], _fit_dsm(shards=WORLD))  # a score model by denoising score matching
     _close(two[1]["dsm"], _fit_dsm(shards=WORLD))
+    asbs = _fit_asbs(shards=WORLD)  # ASBS, whose buffers hold every shard's pairs
+    _close(two[0]["asbs"], asbs)
+    _close(two[1]["asbs"], asbs)
+    assert not torch.allclose(torch.tensor(_fit_asbs()["history"]["loss"]), torch.tensor(asbs["history"]["loss"]))
     # the checkpoint of the two-process run resumes, in two processes or in one with the same shards
     full = _fit(*FIT_CASES["tb"], 2 * ITERS, shards=WORLD)
     import shutil

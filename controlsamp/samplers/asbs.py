@@ -30,7 +30,7 @@ h/2 sum |u|^2 on the Euler grid and Z = E[w] whatever the training (:class:`Diff
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 
@@ -39,7 +39,8 @@ from ..control import Batch, Paths, get_objective
 from ..control.policies import MLPPolicy
 from ..processes import Brownian, IsotropicLinearSDE
 from ..sde import DiscretisedReference
-from ..training import Streams, descend, fit_loop, make_optimizer
+from ..parallel import DataParallel
+from ..training import descend, fit_loop, make_optimizer, shard_streams
 from .base import DiffusionSampler, check_target
 
 Tensor = torch.Tensor
@@ -114,7 +115,7 @@ class ASBS(DiffusionSampler):
             stages: int = 4, corrector_iters: int = 200, paths_per_refresh: Optional[int] = None,
             refresh_every: int = 20, buffer: int = 10000, grad_clip: Optional[float] = None,
             lr_schedule: Optional[str] = None, checkpoint: Optional[str] = None, checkpoint_every: int = 100,
-            resume: bool = False, progress: bool = True, **unused) -> "ASBS":
+            resume: bool = False, progress: bool = True, shards: Optional[int] = None, **unused) -> "ASBS":
         r"""Alternate corrector matching and adjoint matching: the objectives
         :mod:`~controlsamp.control.objectives.corrector_matching` and
         :mod:`~controlsamp.control.objectives.reciprocal_adjoint_matching`, on data this method keeps.
@@ -129,7 +130,13 @@ class ASBS(DiffusionSampler):
         The loss per step is the mean squared error (summed over coordinates).
 
         Off-policy options of the other samplers (``explore``, ``buffer`` as a count of buffer samples for
-        tb, local search) do not apply; passing them raises."""
+        tb, local search) do not apply; passing them raises.
+
+        ``shards``: the random shards of data-parallel training (:mod:`controlsamp.parallel`; None: one per
+        process), as for the other samplers: each shard simulates ``paths_per_refresh / shards`` new paths per
+        refresh from its own streams, every process's buffers receive every shard's pairs, and each shard
+        regresses on ``batch / shards`` buffer points; both losses are means over points, averaged over the
+        shards, with the gradients averaged over the processes."""
         if loss not in self.LOSSES:
             raise ValueError(f"ASBS trains with loss='am' (adjoint matching); got {loss!r}")
         bad = {k: v for k, v in unused.items() if v not in (None, 0, 0.0, False)}
@@ -151,51 +158,70 @@ class ASBS(DiffusionSampler):
         total = am_total + stages * c_iters
         opt, sched = make_optimizer([{"params": list(self.policy.parameters()), "lr": lr}], am_total, lr_schedule)
         opt_h, _ = make_optimizer([{"params": list(self.corrector.parameters()), "lr": lr}], total)
-        streams = Streams(seed, self.device)
-        gen, cpu_gen = streams.device, streams.cpu
+        dp = DataParallel(shards)
+        per_shard, new_per_shard = dp.split(batch, "batch"), dp.split(n_new, "paths_per_refresh")
+        streams = shard_streams(dp, seed, self.device)
         adjoint_matching, corrector_matching = get_objective("reciprocal_adjoint_matching"), get_objective(
             "corrector_matching")
         buf: Dict[str, Optional[Tensor]] = {"x0": None, "x1": None, "grad": None}
         pairs: Dict[str, Optional[Tensor]] = {"x0": None, "x1": None}
 
-        def model_pairs(n: int, reference: bool):
+        def shard_pairs(gen, reference: bool):
             with torch.no_grad():
                 if reference:
-                    x0 = self.reference.sample_x0(n, gen, self.device, self.dtype)
+                    x0 = self.reference.sample_x0(new_per_shard, gen, self.device, self.dtype)
                     x1 = self._phi0T * x0 + math.sqrt(self._q0T) * torch.randn(
                         x0.shape, generator=gen, device=self.device, dtype=self.dtype)
                 else:
-                    xs = self.simulate(n, gen).xs  # starts from its own x0
+                    xs = self.simulate(new_per_shard, gen).xs  # starts from its own x0
                     x0, x1 = xs[:, 0], xs[:, -1]
             return x0, x1
+
+        def refresh(store: Dict[str, Optional[Tensor]], reference: bool, with_grad: bool) -> None:
+            """Every shard's new pairs (with their terminal gradients) into ``store``, the same in every process."""
+            parts = [shard_pairs(st.device, reference) for st in streams]
+            new = {"x0": [p[0] for p in parts], "x1": [p[1] for p in parts]}
+            if with_grad:
+                new["grad"] = [self._terminal_grad(p[1]) for p in parts]
+            for key, v in new.items():
+                v = dp.cat_rows(v)
+                store[key] = v if store[key] is None else torch.cat([store[key], v])[-buffer:]
+
+        def shard_ends(store: Dict[str, Optional[Tensor]], with_grad: bool) -> List[Batch]:
+            out = []
+            for st in streams:
+                idx = torch.randint(store["x0"].shape[0], (per_shard,), generator=st.cpu).to(self.device)
+                ends = Paths(torch.stack([store["x0"][idx], store["x1"][idx]], 1),
+                             terminal_grad=store["grad"][idx] if with_grad else None)
+                out.append(Batch(per_shard, st, paths=ends))
+            return out
+
+        def count_evals(before: int) -> None:
+            if dp.distributed:  # every process's energy evaluations
+                self.target_evals = before + int(dp.sum(self.target_evals - before))
 
         def corrector_step(stage: int, j: int) -> Dict[str, float]:
             # the coupling of this stage (the reference's first, then the model's), refreshed like the buffer
             if j == 0:
                 pairs["x0"] = pairs["x1"] = None
+            before = self.target_evals
             if j % refresh_every == 0 or pairs["x0"] is None:
-                x0, x1 = model_pairs(n_new, reference=stage == 0)
-                for key, v in (("x0", x0), ("x1", x1)):
-                    pairs[key] = v if pairs[key] is None else torch.cat([pairs[key], v])[-buffer:]
-            idx = torch.randint(pairs["x0"].shape[0], (batch,), generator=cpu_gen).to(self.device)
-            ends = Paths(torch.stack([pairs["x0"][idx], pairs["x1"][idx]], 1))
-            loss, _ = corrector_matching(self.problem, self.corrector, Batch(batch, streams, paths=ends))
+                refresh(pairs, reference=stage == 0, with_grad=False)
+            loss, value, _ = corrector_matching.sharded(self.problem, self.corrector, shard_ends(pairs, False), dp)
             descend(loss, opt_h, self.corrector.parameters(), None, f"corrector step {j} of stage {stage} (loss "
-                    f"{loss.item():.4g})")
-            return {"loss": loss.item(), "corrector": 1.0}
+                    f"{value:.4g})", None, dp)
+            count_evals(before)
+            return {"loss": value, "corrector": 1.0}
 
         def am_step(a: int) -> Dict[str, float]:
+            before = self.target_evals
             if a % refresh_every == 0 or buf["x0"] is None:
-                x0, x1 = model_pairs(n_new, reference=False)
-                grad = self._terminal_grad(x1)
-                for key, v in (("x0", x0), ("x1", x1), ("grad", grad)):
-                    buf[key] = v if buf[key] is None else torch.cat([buf[key], v])[-buffer:]
-            idx = torch.randint(buf["x0"].shape[0], (batch,), generator=cpu_gen).to(self.device)
-            ends = Paths(torch.stack([buf["x0"][idx], buf["x1"][idx]], 1), terminal_grad=buf["grad"][idx])
-            loss, _ = adjoint_matching(self.problem, self.policy, Batch(batch, streams, paths=ends))
-            descend(loss, opt, self.policy.parameters(), grad_clip, f"adjoint-matching step {a} (loss {loss.item():.4g})",
-                    sched)
-            return {"loss": loss.item(), "corrector": 0.0}
+                refresh(buf, reference=False, with_grad=True)
+            loss, value, _ = adjoint_matching.sharded(self.problem, self.policy, shard_ends(buf, True), dp)
+            descend(loss, opt, self.policy.parameters(), grad_clip, f"adjoint-matching step {a} (loss {value:.4g})",
+                    sched, dp)
+            count_evals(before)
+            return {"loss": value, "corrector": 0.0}
 
         block = c_iters + per_stage
 
@@ -221,9 +247,9 @@ class ASBS(DiffusionSampler):
         config = dict(self.config, batch=batch, seed=seed, stages=stages, corrector_iters=c_iters,
                       buffer=buffer, refresh_every=refresh_every, paths_per_refresh=n_new)
         fit_loop(step, total, modules, self.history, kind="ASBS", config=config, streams=streams,
-                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
-                 extra=extra, restore_extra=restore, postfix=("loss",),
-                 iters_name="iters + stages * corrector_iters")
+                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                 progress=progress and dp.writer, extra=extra, restore_extra=restore, postfix=("loss",),
+                 iters_name="iters + stages * corrector_iters", parallel=dp)
         return self
 
     # ---------------------------------------------------------------- persistence
