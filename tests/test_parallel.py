@@ -3,9 +3,10 @@
 * the gradient of one step, on the same paths, equals the one-process gradient of the whole batch (float64, 1e-10);
 * a two-process run reproduces a one-process run with the same seed and shards (float64, 1e-6), with exploration,
   a replay buffer and local search, through torchsde's adjoint, for ASBS (corrector and adjoint matching on its
-  buffers) and for a score model (denoising score matching);
+  buffers), for a score model (denoising score matching) and for ``cs.solve`` on an LQR (backprop, torchsde's
+  adjoint, log-variance);
 * a two-process checkpoint resumes in two processes, or in one process with the same shards, as if uninterrupted;
-* a trainer without data-parallel support (``cs.solve``) refuses to run in a group of several processes.
+* a trainer without data-parallel support (the bridges) refuses to run in a group of several processes.
 """
 import os
 import tempfile
@@ -144,15 +145,29 @@ def _fit_asbs(shards=None):
                 evals=s.target_evals)
 
 
+SOLVE_METHODS = ("backprop", "adjoint", "log_variance")
+
+
+def _solve(method, shards=None):
+    """cs.solve on a 2-d LQR (a relative-entropy one for the log-variance loss), MLP policy, float64."""
+    from control_problems import random_lqr
+    problem = random_lqr(2, seed=1, kl=method == "log_variance", steps=8)[0]
+    sol = cs.solve(problem, method=method, policy="mlp", iters=ITERS, batch=BATCH, lr=1e-2, seed=5,
+                   dtype=torch.float64, progress=False, shards=shards)
+    return dict(state={k: v.detach().clone() for k, v in sol.module.state_dict().items()},
+                history={k: list(v) for k, v in sol.history.items() if k != "seconds"}, evals=0)
+
+
 def _fits(rank, cases, folder):
     out = {name: _fit(kind, options, ITERS) for name, (kind, options) in cases.items()}
     out["dsm"] = _fit_dsm()
     out["asbs"] = _fit_asbs()
+    out.update({f"solve:{m}": _solve(m) for m in SOLVE_METHODS})
     kind, options = cases["tb"]
     out["tb:first-half"] = _fit(kind, options, ITERS, os.path.join(folder, "tb.pt"))
     try:  # a trainer without data-parallel support
-        from control_problems import random_lqr
-        cs.solve(random_lqr(1, seed=0)[0], method="backprop", policy="affine", iters=1, batch=4, progress=False)
+        src = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+        cs.bridges.DSBM(src, src + 1.0, steps=4, hidden=8, cache_size=32).fit(1, 2, batch=8, progress=False)
     except ValueError as exc:
         out["unsupported"] = str(exc)
     return out
@@ -187,6 +202,10 @@ def test_two_processes_reproduce_one_process_with_the_same_shards_and_resume(tmp
     _close(two[0]["asbs"], asbs)
     _close(two[1]["asbs"], asbs)
     assert not torch.allclose(torch.tensor(_fit_asbs()["history"]["loss"]), torch.tensor(asbs["history"]["loss"]))
+    for method in SOLVE_METHODS:  # the control solver
+        one = _solve(method, shards=WORLD)
+        _close(two[0][f"solve:{method}"], one)
+        _close(two[1][f"solve:{method}"], one)
     # the checkpoint of the two-process run resumes, in two processes or in one with the same shards
     full = _fit(*FIT_CASES["tb"], 2 * ITERS, shards=WORLD)
     import shutil

@@ -9,7 +9,8 @@ from torch import nn
 
 from .._validate import (as_points, check_device, check_dim, check_dtype, check_grad_clip, check_positive, check_seed,
                          check_time)
-from ..training import Streams, descend, fit_loop, load_checkpoint, load_modules, make_optimizer, save_model
+from ..parallel import DataParallel
+from ..training import descend, fit_loop, load_checkpoint, load_modules, make_optimizer, save_model, shard_streams
 from .objectives import REGISTRY, Batch, Objective, get_objective
 from .policies import make_policy
 from .problem import ControlProblem
@@ -111,7 +112,8 @@ def solve(problem: ControlProblem, method="adjoint", policy="mlp", iters: int = 
           lr: float = 1e-3, seed: int = 0, device: str = "cpu", solver: str = "euler",
           dtype: Optional[torch.dtype] = None, checkpoint: Optional[str] = None, checkpoint_every: int = 100,
           resume: bool = False, progress: bool = True, grad_clip: Optional[float] = None,
-          lr_schedule: Optional[str] = "cosine", policy_kwargs: Optional[dict] = None) -> Solution:
+          lr_schedule: Optional[str] = "cosine", policy_kwargs: Optional[dict] = None,
+          shards: Optional[int] = None) -> Solution:
     r"""Train a feedback control for ``problem`` with one objective of :mod:`controlsamp.control.objectives`.
 
     Methods:
@@ -138,6 +140,10 @@ def solve(problem: ControlProblem, method="adjoint", policy="mlp", iters: int = 
         device, dtype: where and in what precision the policy and the paths live; ``dtype=None`` is torch's
             default dtype (float32 unless ``torch.set_default_dtype`` changed it).
         grad_clip: None (no clipping) or the largest gradient norm (> 0).
+        shards: the random shards of data-parallel training (:mod:`controlsamp.parallel`; None: one per
+            process): inside a ``torch.distributed`` group (``torchrun``) each shard draws ``batch / shards``
+            paths from its own streams and the gradient is that of the whole batch. A run depends on ``seed``
+            and ``shards``, not on the number of processes.
     """
     if not isinstance(problem, ControlProblem):
         raise ValueError(f"problem must be a controlsamp.ControlProblem; got {type(problem).__name__}")
@@ -172,7 +178,9 @@ def solve(problem: ControlProblem, method="adjoint", policy="mlp", iters: int = 
     objective.to(device=device)
     groups = [{"params": list(module.parameters()), "lr": lr}, {"params": list(objective.parameters()), "lr": lr}]
     opt, sched = make_optimizer(groups, iters, lr_schedule)
-    streams = Streams(seed, device)
+    dp = DataParallel(shards)
+    per_shard = dp.split(batch, "batch")
+    streams = shard_streams(dp, seed, device)
     history: Dict[str, List[float]] = {}
     name = method if isinstance(method, str) else objective.name
     hint = (" The adjoint reconstructs the state backward in time, which diverges on strongly contracting drifts "
@@ -180,17 +188,18 @@ def solve(problem: ControlProblem, method="adjoint", policy="mlp", iters: int = 
             if method == "adjoint" else "")
 
     def step(it: int) -> Dict[str, float]:
-        loss, info = objective(problem, module, Batch(batch, streams, streams.entropy(it), device, dtype))
+        batches = [Batch(per_shard, st, st.entropy(it), device, dtype) for st in streams]
+        loss, value, info = objective.sharded(problem, module, batches, dp)
         gnorm = descend(loss, opt, list(module.parameters()) + list(objective.parameters()), grad_clip,
-                        f"iteration {it} (loss {float(loss.detach()):.4g}).{hint}", sched)
+                        f"iteration {it} (loss {value:.4g}).{hint}", sched, dp)
         cost = float(info["cost"].mean()) if "cost" in info else float(-info["log_w"].mean())
-        return {"loss": float(loss.detach()), "cost": cost, "grad_norm": gnorm}
+        return {"loss": value, "cost": cost, "grad_norm": gnorm}
 
     modules = {"policy": module, "objective": objective, "optimizer": opt}
     if sched is not None:
         modules["schedule"] = sched
     config = dict(method=name, solver=solver, batch=batch, seed=seed, policy=str(spec[0]))
     fit_loop(step, iters, modules, history, kind=f"solve[{name}]", config=config, streams=streams,
-             checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
-             postfix=("loss", "cost"))
+             checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress and dp.writer,
+             postfix=("loss", "cost"), parallel=dp)
     return Solution(problem, module, history, name, spec)
