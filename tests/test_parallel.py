@@ -3,10 +3,10 @@
 * the gradient of one step, on the same paths, equals the one-process gradient of the whole batch (float64, 1e-10);
 * a two-process run reproduces a one-process run with the same seed and shards (float64, 1e-6), with exploration,
   a replay buffer and local search, through torchsde's adjoint, for ASBS (corrector and adjoint matching on its
-  buffers), for a score model (denoising score matching) and for ``cs.solve`` on an LQR (backprop, torchsde's
-  adjoint, log-variance);
+  buffers), for a score model (denoising score matching), for ``cs.solve`` on an LQR (backprop, torchsde's
+  adjoint, log-variance) and for the neural bridges (DSB, DSBM: caches simulated per shard);
 * a two-process checkpoint resumes in two processes, or in one process with the same shards, as if uninterrupted;
-* a trainer without data-parallel support (the bridges) refuses to run in a group of several processes.
+* a trainer without data-parallel support (DiKL) refuses to run in a group of several processes.
 """
 import os
 import tempfile
@@ -158,16 +158,30 @@ def _solve(method, shards=None):
                 history={k: list(v) for k, v in sol.history.items() if k != "seconds"}, evals=0)
 
 
+BRIDGES = ("DSB", "DSBM")
+
+
+def _bridge(cls, shards=None):
+    """Two IPF iterations of a bridge between 2-d Gaussians, caches refreshed mid half-bridge (float64)."""
+    g = torch.Generator().manual_seed(0)
+    src, tgt = torch.randn(128, 2, generator=g).double(), torch.randn(128, 2, generator=g).double() + 1.0
+    m = getattr(cs.bridges, cls)(src, tgt, steps=4, hidden=8, cache_size=32, cache_refresh=3, seed=3,
+                                 dtype=torch.float64)
+    m.fit(2, 4, batch=BATCH, seed=4, progress=False, shards=shards)
+    return dict(state={k: v.detach().clone() for k, v in m.nets.state_dict().items()},
+                history={k: list(v) for k, v in m.history.items() if k != "seconds"}, evals=0)
+
+
 def _fits(rank, cases, folder):
     out = {name: _fit(kind, options, ITERS) for name, (kind, options) in cases.items()}
     out["dsm"] = _fit_dsm()
     out["asbs"] = _fit_asbs()
     out.update({f"solve:{m}": _solve(m) for m in SOLVE_METHODS})
+    out.update({f"bridge:{c}": _bridge(c) for c in BRIDGES})
     kind, options = cases["tb"]
     out["tb:first-half"] = _fit(kind, options, ITERS, os.path.join(folder, "tb.pt"))
     try:  # a trainer without data-parallel support
-        src = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
-        cs.bridges.DSBM(src, src + 1.0, steps=4, hidden=8, cache_size=32).fit(1, 2, batch=8, progress=False)
+        cs.samplers.DiKL(cs.targets.get("gaussian", dim=2), hidden=8, levels=2).fit(iters=1, batch=8, progress=False)
     except ValueError as exc:
         out["unsupported"] = str(exc)
     return out
@@ -206,6 +220,10 @@ def test_two_processes_reproduce_one_process_with_the_same_shards_and_resume(tmp
         one = _solve(method, shards=WORLD)
         _close(two[0][f"solve:{method}"], one)
         _close(two[1][f"solve:{method}"], one)
+    for cls in BRIDGES:  # the neural bridges
+        one = _bridge(cls, shards=WORLD)
+        _close(two[0][f"bridge:{cls}"], one)
+        _close(two[1][f"bridge:{cls}"], one)
     # the checkpoint of the two-process run resumes, in two processes or in one with the same shards
     full = _fit(*FIT_CASES["tb"], 2 * ITERS, shards=WORLD)
     import shutil

@@ -108,11 +108,11 @@ class _PureNoise(RiemannianDSB):
     """The regression-noise control: the same networks, loop, cache and seeds, but each cache holds uniform points
     with pure tangent noise sigma Z / sqrt(h) as targets, whose conditional mean is exactly 0."""
 
-    def _refresh_cache(self, fit, streams):
-        n, K = self.cache_size, self.steps
+    def _simulate_cache(self, fit, n, streams):
+        K = self.steps
         x = self.manifold.random_uniform(n * K, streams.device, dtype=self.dtype)
         z = self.manifold.random_tangent_normal(x, streams.device) * (self.sigma / math.sqrt(self.reference.h))
-        self._cache = (x.reshape(n, K, -1), z.reshape(n, K, -1))
+        return (x.reshape(n, K, -1), z.reshape(n, K, -1))
 
     def _batch(self, fit, batch, streams):
         idx = torch.randint(self.cache_size, (batch,), generator=streams.cpu)

@@ -2,14 +2,14 @@
 backward drift network with EMA copies, the alternating half-bridge training (through the package's one
 training loop, :func:`controlsamp.training.fit_loop`) and sampling.
 
-A subclass says how a half-bridge gets its regression data (``_refresh_cache`` and ``_batch``); one on another
+A subclass says how a half-bridge gets its regression data (``_simulate_cache`` and ``_batch``); one on another
 state space (:class:`~controlsamp.bridges.RiemannianDSB`) also replaces the drift networks (``_drift_net``) and the
 simulator (``_simulate``)."""
 from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -17,7 +17,9 @@ from torch import nn
 from .._validate import (as_points, check_device, check_dim, check_dtype, check_grad_clip, check_nonnegative,
                          check_positive, check_seed, check_time)
 from ..sde import DiscretisedReference
-from ..training import Streams, descend, fit_loop, load_checkpoint, load_modules, make_optimizer, save_model
+from ..parallel import DataParallel
+from ..training import (Streams, descend, fit_loop, load_checkpoint, load_modules, make_optimizer, save_model,
+                        shard_streams)
 from ..targets.sources import as_sampler
 from .halfbridge import DIRECTIONS, DriftNet, make_reference, simulate
 
@@ -147,25 +149,40 @@ class NeuralBridge(ABC):
 
     # ---------------------------------------------------------------- training
     @abstractmethod
-    def _refresh_cache(self, fit: str, streams: Streams) -> None:
-        """Simulate the data a half-bridge fitting the ``fit`` direction regresses on (into ``_cache``):
-        endpoint draws from ``streams.cpu``, path noise from ``streams.device``."""
+    def _simulate_cache(self, fit: str, n: int, streams: Streams) -> Union[Tensor, Tuple[Tensor, ...]]:
+        """``n`` rows of the data a half-bridge fitting the ``fit`` direction regresses on (a tensor or a tuple of
+        tensors, rows first): endpoint draws from ``streams.cpu``, path noise from ``streams.device``."""
 
     @abstractmethod
     def _batch(self, fit: str, batch: int, streams: Streams):
-        """(grid indices (n,), states (n, d), regression targets (n, d)) from the cache (indices from
+        """(grid indices (n,), states (n, d), regression targets (n, d)) from ``_cache`` (indices from
         ``streams.cpu``, bridge noise from ``streams.device``)."""
+
+    def _refresh_cache(self, fit: str, streams: List[Streams], dp: DataParallel) -> None:
+        """The cache of every shard (``cache_size / shards`` rows each, from its own streams), in shard order and
+        the same in every process."""
+        n = dp.split(self.cache_size, "cache_size")
+        parts = [self._simulate_cache(fit, n, st) for st in streams]
+        if isinstance(parts[0], tuple):
+            self._cache = tuple(dp.cat_rows([p[i] for p in parts]) for i in range(len(parts[0])))
+        else:
+            self._cache = dp.cat_rows(parts)
 
     def fit(self, ipf_iters: int = 10, iters_per_half: int = 1000, batch: int = 256, lr: float = 1e-3,
             seed: int = 0, grad_clip: Optional[float] = None, checkpoint: Optional[str] = None,
-            checkpoint_every: int = 500, resume: bool = False, progress: bool = True):
+            checkpoint_every: int = 500, resume: bool = False, progress: bool = True, shards: Optional[int] = None):
         """Alternate half-bridges: each of the ``ipf_iters`` iterations fits the backward drift (on the
         current forward process from the source) and then the forward drift (on the new backward process
         from the target), ``iters_per_half`` Adam steps of ``batch`` regression points each. The data of a
         half-bridge is simulated with the other direction's EMA network and refreshed every
         ``cache_refresh`` steps. History: ``loss`` per step and ``half`` (0, 1, 2, ...). A checkpoint
         (:mod:`controlsamp.training`'s schema) holds the networks, optimisers, cache and random streams, so an
-        interrupted run resumes exactly; one written by another configuration is refused."""
+        interrupted run resumes exactly; one written by another configuration is refused.
+
+        ``shards``: the random shards of data-parallel training (:mod:`controlsamp.parallel`; None: one per
+        process): each shard simulates ``cache_size / shards`` of every cache from its own streams (every process
+        holds the whole cache) and regresses on ``batch / shards`` points; the loss is the mean over the shards,
+        the gradient averaged over the processes."""
         ipf_iters, iters_per_half = check_dim(ipf_iters, "ipf_iters"), check_dim(iters_per_half, "iters_per_half")
         batch, lr = check_dim(batch, "batch"), check_positive(lr, "lr")
         seed, grad_clip = check_seed(seed), check_grad_clip(grad_clip)
@@ -184,24 +201,33 @@ class NeuralBridge(ABC):
         total = n_done + 2 * ipf_iters * iters_per_half
         opts = {d: make_optimizer([{"params": list(self.net(d).net.parameters()), "lr": lr}], total)[0]
                 for d in DIRECTIONS}
-        streams = Streams(seed, self.device)
+        dp = DataParallel(shards)
+        per_shard = dp.split(batch, "batch")
+        dp.split(self.cache_size, "cache_size")
+        streams = shard_streams(dp, seed, self.device)
+
+        def shard_loss(fit_dir: str, st: Streams) -> Tensor:
+            t_idx, x, target = self._batch(fit_dir, per_shard, st)
+            t = t_idx.to(x.dtype) * self.reference.h
+            pred = self.net(fit_dir).net(t if fit_dir == "forward" else self.T - t, x)
+            return ((pred - target) ** 2).sum(1).mean()
 
         def step(it: int) -> Dict[str, float]:
             half, inner = divmod(it - n_done, iters_per_half)
             fit_dir = DIRECTIONS[1 - half % 2]  # backward first: the first forward process is the reference
             if inner % self.cache_refresh == 0 or self._cache is None:
-                self._refresh_cache(fit_dir, streams)
-            t_idx, x, target = self._batch(fit_dir, batch, streams)
+                self._refresh_cache(fit_dir, streams, dp)
+            losses = [shard_loss(fit_dir, st) for st in streams]
+            loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+            value = dp.mean(loss.item())
             dn = self.net(fit_dir)
-            t = t_idx.to(x.dtype) * self.reference.h
-            pred = dn.net(t if fit_dir == "forward" else self.T - t, x)
-            loss = ((pred - target) ** 2).sum(1).mean()
-            descend(loss, opts[fit_dir], dn.net.parameters(), grad_clip, f"step {it} ({fit_dir} half-bridge {half})")
+            descend(loss, opts[fit_dir], dn.net.parameters(), grad_clip, f"step {it} ({fit_dir} half-bridge {half})",
+                    None, dp)
             dn.ema.update_parameters(dn.net)
             if inner == iters_per_half - 1:
                 dn.trained = True
                 self._cache = None
-            return {"loss": loss.item(), "half": float(half_offset + half)}
+            return {"loss": value, "half": float(half_offset + half)}
 
         def extra():
             return {"cache": self._cache, "trained": self._trained(), "fit_start": n_done,
@@ -213,9 +239,9 @@ class NeuralBridge(ABC):
 
         modules = {"nets": self.nets, "opt_forward": opts["forward"], "opt_backward": opts["backward"]}
         fit_loop(step, total, modules, self.history, kind=type(self).__name__, config=config, streams=streams,
-                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
-                 extra=extra, restore_extra=restore, postfix=("loss", "half"), start=n_done,
-                 iters_name="the earlier fits' steps + 2 * ipf_iters * iters_per_half")
+                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                 progress=progress and dp.writer, extra=extra, restore_extra=restore, postfix=("loss", "half"),
+                 start=n_done, iters_name="the earlier fits' steps + 2 * ipf_iters * iters_per_half", parallel=dp)
         return self
 
     # ---------------------------------------------------------------- persistence

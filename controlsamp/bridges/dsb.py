@@ -40,10 +40,10 @@ class DSB(NeuralBridge):
     configuration is refused).
     """
 
-    def _refresh_cache(self, fit, streams):
+    def _simulate_cache(self, fit, n, streams):
         other = "forward" if fit == "backward" else "backward"
-        x = self._start(other, self.cache_size, streams.cpu)
-        self._cache = simulate(self._grid_drift(other), x, self.reference, other, streams.device)
+        x = self._start(other, n, streams.cpu)
+        return simulate(self._grid_drift(other), x, self.reference, other, streams.device)
 
     def _batch(self, fit, batch, streams):
         other = "forward" if fit == "backward" else "backward"

@@ -22,11 +22,11 @@ class DSBM(NeuralBridge):
     :class:`~controlsamp.bridges.DSB`. Its cache holds couplings (x_0, x_T), not paths: a fresh bridge
     point is drawn for every regression sample."""
 
-    def _refresh_cache(self, fit, streams):
+    def _simulate_cache(self, fit, n, streams):
         other = "forward" if fit == "backward" else "backward"
-        x = self._start(other, self.cache_size, streams.cpu)
+        x = self._start(other, n, streams.cpu)
         far = simulate(self._grid_drift(other), x, self.reference, other, streams.device, record=False)
-        self._cache = (x, far) if other == "forward" else (far, x)
+        return (x, far) if other == "forward" else (far, x)
 
     def _batch(self, fit, batch, streams):
         x0, xT = self._cache

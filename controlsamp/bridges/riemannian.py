@@ -244,10 +244,10 @@ class RiemannianDSB(NeuralBridge):
         return self.manifold.points(x, "x", dtype=self.dtype, device=self.device)
 
     # ---------------------------------------------------------------- half-bridge data
-    def _refresh_cache(self, fit, streams):
+    def _simulate_cache(self, fit, n, streams):
         other = "forward" if fit == "backward" else "backward"
-        x = self._start(other, self.cache_size, streams.cpu)
-        self._cache = self._simulate(self._grid_drift(other), x, other, streams.device)
+        x = self._start(other, n, streams.cpu)
+        return self._simulate(self._grid_drift(other), x, other, streams.device)
 
     def _batch(self, fit, batch, streams):
         other = "forward" if fit == "backward" else "backward"
