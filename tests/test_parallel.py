@@ -3,8 +3,8 @@
 * the gradient of one step, on the same paths, equals the one-process gradient of the whole batch (float64, 1e-10);
 * a two-process run reproduces a one-process run with the same seed and shards (float64, 1e-6), with exploration,
   a replay buffer and local search, through torchsde's adjoint, for ASBS (corrector and adjoint matching on its
-  buffers), for a score model (denoising score matching), for ``cs.solve`` on an LQR (backprop, torchsde's
-  adjoint, log-variance) and for the neural bridges (DSB, DSBM: caches simulated per shard);
+  buffers), for score models (denoising score matching in R^2 and on the sphere), for ``cs.solve`` on an LQR
+  (backprop, torchsde's adjoint, log-variance) and for the neural bridges (DSB, DSBM: caches simulated per shard);
 * a two-process checkpoint resumes in two processes, or in one process with the same shards, as if uninterrupted;
 * a trainer without data-parallel support (DiKL) refuses to run in a group of several processes.
 """
@@ -158,6 +158,18 @@ def _solve(method, shards=None):
                 history={k: list(v) for k, v in sol.history.items() if k != "seconds"}, evals=0)
 
 
+def _fit_sphere(shards=None):
+    """A score model on S^2 by denoising score matching (heat-kernel targets) on a von Mises–Fisher law (float64)."""
+    from controlsamp.generative.riemannian import RiemannianDiffusionModel
+    from controlsamp.manifolds import Sphere
+    from controlsamp.manifolds.mixtures import VonMisesFisherMixture
+    law = VonMisesFisherMixture([1.0], [[0.0, 0.0, 1.0]], [10.0], dim=2)
+    model = RiemannianDiffusionModel(Sphere(2), hidden=8, depth=1, n_freq=2, seed=0, dtype=torch.float64)
+    model.fit(law, iters=ITERS, batch=BATCH, lr=3e-3, seed=2, progress=False, shards=shards)
+    state = {k: v.detach().clone() for k, v in model.network.state_dict().items()}
+    return dict(state=state, history={k: list(v) for k, v in model.history.items() if k != "seconds"}, evals=0)
+
+
 BRIDGES = ("DSB", "DSBM")
 
 
@@ -175,6 +187,7 @@ def _bridge(cls, shards=None):
 def _fits(rank, cases, folder):
     out = {name: _fit(kind, options, ITERS) for name, (kind, options) in cases.items()}
     out["dsm"] = _fit_dsm()
+    out["sphere"] = _fit_sphere()
     out["asbs"] = _fit_asbs()
     out.update({f"solve:{m}": _solve(m) for m in SOLVE_METHODS})
     out.update({f"bridge:{c}": _bridge(c) for c in BRIDGES})
@@ -212,6 +225,9 @@ def test_two_processes_reproduce_one_process_with_the_same_shards_and_resume(tmp
         assert not torch.allclose(torch.tensor(other["history"]["loss"]), torch.tensor(one["history"]["loss"]))
     _close(two[0]["dsm"], _fit_dsm(shards=WORLD))  # a score model by denoising score matching
     _close(two[1]["dsm"], _fit_dsm(shards=WORLD))
+    sphere = _fit_sphere(shards=WORLD)  # a score model on the sphere
+    _close(two[0]["sphere"], sphere)
+    _close(two[1]["sphere"], sphere)
     asbs = _fit_asbs(shards=WORLD)  # ASBS, whose buffers hold every shard's pairs
     _close(two[0]["asbs"], asbs)
     _close(two[1]["asbs"], asbs)

@@ -120,7 +120,8 @@ from ..control.policies import MLPPolicy
 from ..manifolds import Manifold, Sphere, Torus
 from ..manifolds.heat import heat_kernel_score, sample_heat_kernel
 from ..targets.sources import as_sampler
-from ..training import Streams, descend, ema_copy, make_optimizer
+from ..parallel import DataParallel
+from ..training import Streams, descend, ema_copy, make_optimizer, shard_streams
 from .model import NetworkWithEMA
 
 Tensor = torch.Tensor
@@ -550,7 +551,8 @@ class RiemannianDiffusionModel(NetworkWithEMA, ManifoldScoreSource):
 
     def fit(self, data, iters: int = 2000, batch: int = 256, lr: float = 1e-3, grad_clip: Optional[float] = 1.0,
             lr_schedule: Optional[str] = None, seed: int = 0, checkpoint: Optional[str] = None,
-            checkpoint_every: int = 500, resume: bool = False, progress: bool = True) -> "RiemannianDiffusionModel":
+            checkpoint_every: int = 500, resume: bool = False, progress: bool = True,
+            shards: Optional[int] = None) -> "RiemannianDiffusionModel":
         r"""Train by the model's objective (``loss``: DSM or ISM) on ``data``: an (N, ambient_dim) array or tensor of
         points of M (rows drawn with replacement), a law with ``sample(n, generator)`` (e.g. a mixture of
         :mod:`controlsamp.manifolds.mixtures`) or a callable ``fn(n, generator)``; every batch is checked to lie on M.
@@ -560,27 +562,38 @@ class RiemannianDiffusionModel(NetworkWithEMA, ManifoldScoreSource):
         and descends the objective; the EMA copy follows the weights. The run goes through the package's training
         loop, so ``checkpoint``, ``checkpoint_every`` and ``resume`` give an exact resume (a checkpoint of another
         configuration is refused) and a non-finite loss or gradient stops training with the iteration named.
-        History: ``loss``, ``seconds``."""
+        History: ``loss``, ``seconds``.
+
+        ``shards``: data-parallel training (:mod:`controlsamp.parallel`; None: one shard per process), as for
+        :meth:`DiffusionModel.fit`: each shard draws ``batch / shards`` points, times and noised points from its
+        own streams, the loss is the shards' mean and the gradients are averaged over the processes."""
         sample = self._data(data)
         iters, batch, lr = check_dim(iters, "iters"), check_dim(batch, "batch"), check_positive(lr, "lr")
         seed, grad_clip = check_seed(seed), check_grad_clip(grad_clip)
         config = dict(self.config, iters=iters, batch=batch, lr=float(lr), grad_clip=grad_clip,
                       lr_schedule=lr_schedule, fit_seed=int(seed))
+        dp = DataParallel(shards)
+        per_shard = dp.split(batch, "batch")
         n_done = self._fit_start(checkpoint, resume, config)
         total = n_done + iters
         opt, sched = make_optimizer([{"params": self.network.parameters(), "lr": lr}], iters, lr_schedule)
-        streams = Streams(seed, self.device)
+        streams = shard_streams(dp, seed, self.device)
+
+        def shard_loss(st: Streams) -> Tensor:
+            x0 = sample(per_shard, st.cpu)
+            t, xt = perturb(self.manifold, self.schedule, x0, self.t_min, st.cpu, self.heat_steps)
+            return self.loss_terms(x0, t, xt, generator=st.cpu).mean()
 
         def step(it: int) -> Dict[str, float]:
-            x0 = sample(batch, streams.cpu)
-            t, xt = perturb(self.manifold, self.schedule, x0, self.t_min, streams.cpu, self.heat_steps)
-            loss = self.loss_terms(x0, t, xt, generator=streams.cpu).mean()
-            descend(loss, opt, self.network.parameters(), grad_clip, f"iteration {it} (loss {loss.item():.4g})", sched)
+            losses = [shard_loss(st) for st in streams]
+            loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+            value = dp.mean(loss.item())
+            descend(loss, opt, self.network.parameters(), grad_clip, f"iteration {it} (loss {value:.4g})", sched, dp)
             self.ema.update_parameters(self.network)
-            return {"loss": loss.item()}
+            return {"loss": value}
 
         return self._run_fit(step, total, opt, sched, config, streams, checkpoint, checkpoint_every, resume, progress,
-                             n_done)
+                             n_done, dp)
 
     # ------------------------------------------------------------------ persistence
     @property
