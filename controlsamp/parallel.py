@@ -31,7 +31,7 @@ everything here is the one-process identity.
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -160,6 +160,13 @@ class DataParallel:
     def mean(self, value: float) -> float:
         """The mean over processes of a number (e.g. a per-path mean of this process's shards)."""
         return self.sum(value) / self.world if self.distributed else float(value)
+
+    def mean_loss(self, losses: Sequence[Tensor]) -> Tuple[Tensor, float]:
+        """A loss that is a mean over points, from its value on each of this process's shards (equal sizes): (the
+        mean over these shards, to differentiate here; its mean over the processes, the whole batch's value). After
+        :meth:`average_gradients` the gradient is the whole batch's. One shard: the loss itself."""
+        loss = losses[0] if len(losses) == 1 else torch.stack(list(losses)).mean()
+        return loss, self.mean(float(loss.detach()))
 
     def average_gradients(self, parameters: Sequence[Tensor]) -> None:
         """Replace each parameter's gradient by its mean over the processes (one all-reduce of one flat buffer;

@@ -217,9 +217,7 @@ class NeuralBridge(ABC):
             fit_dir = DIRECTIONS[1 - half % 2]  # backward first: the first forward process is the reference
             if inner % self.cache_refresh == 0 or self._cache is None:
                 self._refresh_cache(fit_dir, streams, dp)
-            losses = [shard_loss(fit_dir, st) for st in streams]
-            loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
-            value = dp.mean(loss.item())
+            loss, value = dp.mean_loss([shard_loss(fit_dir, st) for st in streams])
             dn = self.net(fit_dir)
             descend(loss, opts[fit_dir], dn.net.parameters(), grad_clip, f"step {it} ({fit_dir} half-bridge {half})",
                     None, dp)

@@ -254,8 +254,7 @@ class DiffusionModel(NetworkWithEMA, ScoreSource):
         def step(it: int) -> Dict[str, float]:
             parts = [score_matching_loss(self, self._data_batch(sample(per_shard, st.cpu)), st.cpu, weighting, times,
                                          teacher=teacher) for st in streams]
-            loss = parts[0][0] if len(parts) == 1 else torch.stack([p[0] for p in parts]).mean()
-            value = dp.mean(loss.item())
+            loss, value = dp.mean_loss([p[0] for p in parts])
             descend(loss, opt, self.network.parameters(), grad_clip, f"iteration {it} (loss {value:.4g})", sched, dp)
             self.ema.update_parameters(self.network)
             return {"loss": value, **{k: dp.mean(sum(p[1][k] for p in parts) / len(parts)) for k in parts[0][1]}}

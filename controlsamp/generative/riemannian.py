@@ -585,9 +585,7 @@ class RiemannianDiffusionModel(NetworkWithEMA, ManifoldScoreSource):
             return self.loss_terms(x0, t, xt, generator=st.cpu).mean()
 
         def step(it: int) -> Dict[str, float]:
-            losses = [shard_loss(st) for st in streams]
-            loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
-            value = dp.mean(loss.item())
+            loss, value = dp.mean_loss([shard_loss(st) for st in streams])
             descend(loss, opt, self.network.parameters(), grad_clip, f"iteration {it} (loss {value:.4g})", sched, dp)
             self.ema.update_parameters(self.network)
             return {"loss": value}

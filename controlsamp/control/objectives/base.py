@@ -84,9 +84,9 @@ class Objective(nn.Module, ABC):
             loss, info = self(problem, policy, batches[0])
             return loss, float(loss.detach()), info
         outs = [self(problem, policy, b) for b in batches]
-        loss = torch.stack([o[0] for o in outs]).mean()
+        loss, value = parallel.mean_loss([o[0] for o in outs])
         info = {k: parallel.cat_rows([o[1][k].detach() for o in outs]) for k in outs[0][1]}
-        return loss, parallel.mean(float(loss.detach())), info
+        return loss, value, info
 
     def extra_repr(self) -> str:
         return self.name
