@@ -3,7 +3,8 @@
 * the gradient of one step, on the same paths, equals the one-process gradient of the whole batch (float64, 1e-10);
 * a two-process run reproduces a one-process run with the same seed and shards (float64, 1e-6), with exploration,
   a replay buffer and local search, through torchsde's adjoint, for ASBS (corrector and adjoint matching on its
-  buffers), for score models (denoising score matching in R^2 and on the sphere), for ``cs.solve`` on an LQR
+  buffers), for score models (denoising score matching in R^2 and on the sphere, GENIE's head on a score
+  model), for ``cs.solve`` on an LQR
   (backprop, torchsde's adjoint, log-variance) and for the neural bridges (DSB, DSBM: caches simulated per shard);
 * a two-process checkpoint resumes in two processes, or in one process with the same shards, as if uninterrupted;
 * a trainer without data-parallel support (DiKL) refuses to run in a group of several processes.
@@ -158,6 +159,18 @@ def _solve(method, shards=None):
                 history={k: list(v) for k, v in sol.history.items() if k != "seconds"}, evals=0)
 
 
+def _fit_genie(shards=None):
+    """GENIE's head on a score model trained by DSM, both with the same shards (float64)."""
+    from controlsamp.generative import genie
+    data = cs.targets.get("gmm25").sample(256, generator=torch.Generator().manual_seed(0)).double() / 5
+    model = cs.generative.DiffusionModel(cs.processes.VP(2), hidden=16, depth=1, ema=0.0, dtype=torch.float64)
+    model.fit(data, iters=ITERS, batch=BATCH, seed=2, progress=False, shards=shards)
+    head = genie.fit_genie_head(model, data, iters=ITERS, batch=BATCH, hidden=8, seed=3, progress=False,
+                                shards=shards)
+    return dict(state={k: v.detach().clone() for k, v in head.state_dict().items()},
+                history={k: list(v) for k, v in head.history.items() if k != "seconds"}, evals=0)
+
+
 def _fit_sphere(shards=None):
     """A score model on S^2 by denoising score matching (heat-kernel targets) on a von Mises–Fisher law (float64)."""
     from controlsamp.generative.riemannian import RiemannianDiffusionModel
@@ -188,6 +201,7 @@ def _fits(rank, cases, folder):
     out = {name: _fit(kind, options, ITERS) for name, (kind, options) in cases.items()}
     out["dsm"] = _fit_dsm()
     out["sphere"] = _fit_sphere()
+    out["genie"] = _fit_genie()
     out["asbs"] = _fit_asbs()
     out.update({f"solve:{m}": _solve(m) for m in SOLVE_METHODS})
     out.update({f"bridge:{c}": _bridge(c) for c in BRIDGES})
@@ -228,6 +242,10 @@ def test_two_processes_reproduce_one_process_with_the_same_shards_and_resume(tmp
     sphere = _fit_sphere(shards=WORLD)  # a score model on the sphere
     _close(two[0]["sphere"], sphere)
     _close(two[1]["sphere"], sphere)
+    head = _fit_genie(shards=WORLD)  # GENIE's head
+    _close(two[0]["genie"], head)
+    _close(two[1]["genie"], head)
+    assert max(head["history"]["loss"]) > 0
     asbs = _fit_asbs(shards=WORLD)  # ASBS, whose buffers hold every shard's pairs
     _close(two[0]["asbs"], asbs)
     _close(two[1]["asbs"], asbs)

@@ -49,7 +49,8 @@ from torch import nn
 from .._validate import as_points, check_count, check_dim, check_positive, check_seed
 from ..control.policies import zero_output_mlp
 from ..processes import IsotropicLinearSDE
-from ..training import Streams, descend, fit_loop, make_optimizer
+from ..parallel import DataParallel
+from ..training import Streams, descend, fit_loop, make_optimizer, shard_streams
 from .model import DiffusionModel
 from .ode import check_source, source_device, source_dtype, start_states, time_grid
 from .parametrisation import eps_from_output
@@ -160,12 +161,14 @@ class GenieHead(nn.Module):
 def fit_genie_head(model: DiffusionModel, data, head: Optional[GenieHead] = None, iters: int = 2000,
                    batch: int = 256, lr: float = 1e-3, seed: int = 0, hidden: int = 64, depth: int = 2,
                    checkpoint: Optional[str] = None, checkpoint_every: int = 200, resume: bool = False,
-                   progress: bool = True) -> GenieHead:
+                   progress: bool = True, shards: Optional[int] = None) -> GenieHead:
     r"""Train a :class:`GenieHead` on a trained :class:`~.model.DiffusionModel` (its EMA network):
     :math:`\min_\phi \mathbb E\,|h_\phi(t, x_t, \hat\epsilon(t, x_t)) - \gamma\,d\hat\epsilon/d\gamma(t, x_t)|^2` with
     :math:`t \sim U[t_{\min}, T]` (stratified: 4 strata per batch, one uniform time in each, so 4 JVPs per step), :math:`x_t = \alpha_t x_0 + \sigma_t\epsilon`, :math:`x_0` from ``data``
     (n, d) and the target the exact JVP (:func:`eps_and_derivative`). Through the package's training loop
-    (``checkpoint``, ``resume``); the head's history (``loss``, relative error ``rel_err``) is ``head.history``."""
+    (``checkpoint``, ``resume``); the head's history (``loss``, relative error ``rel_err``) is ``head.history``.
+    ``shards``: data-parallel training (:mod:`controlsamp.parallel`; None: one shard per process): each shard draws
+    ``batch / shards`` points and its own stratified times from its own streams; the loss is the shards' mean."""
     _check_isotropic(model)
     if not isinstance(model, DiffusionModel):
         raise ValueError(f"model must be a DiffusionModel; got {type(model).__name__}")
@@ -178,35 +181,42 @@ def fit_genie_head(model: DiffusionModel, data, head: Optional[GenieHead] = None
             head = GenieHead(model.data_dim, model.T, hidden, depth)
     head = head.to(device=model.device, dtype=model.dtype)
     opt, _ = make_optimizer([{"params": list(head.parameters()), "lr": lr}], iters)
-    streams = Streams(seed, model.device)
+    dp = DataParallel(shards)
+    per_shard = dp.split(batch, "batch")
+    streams = shard_streams(dp, seed, model.device)
     history: Dict[str, list] = getattr(head, "history", {})
     t_lo, t_hi = float(model.t_min), float(model.T)
-    groups = min(batch, 4)
+    groups = min(per_shard, 4)
 
-    def step(it: int) -> Dict[str, float]:
-        idx = torch.randint(len(x0_all), (batch,), generator=streams.cpu)
-        # stratified times, G distinct values per batch (one JVP per distinct time)
-        u = torch.rand(groups, generator=streams.cpu, dtype=torch.float64)
+    def shard_terms(st: Streams):
+        """(this shard's loss, its squared error, its squared target)."""
+        idx = torch.randint(len(x0_all), (per_shard,), generator=st.cpu)
+        # stratified times, G distinct values per shard (one JVP per distinct time)
+        u = torch.rand(groups, generator=st.cpu, dtype=torch.float64)
         t = (t_lo + (t_hi - t_lo) * (torch.arange(groups, dtype=torch.float64) + u) / groups).repeat_interleave(
-            -(-batch // groups))[:batch]
+            -(-per_shard // groups))[:per_shard]
         x0 = x0_all[idx.to(x0_all.device)]
-        a, s = model.kernel.coefficients(t, batch, x0)
-        noise = torch.randn(x0.shape, generator=streams.device, device=model.device, dtype=model.dtype)
+        a, s = model.kernel.coefficients(t, per_shard, x0)
+        noise = torch.randn(x0.shape, generator=st.device, device=model.device, dtype=model.dtype)
         xt = a * x0 + s * noise
         eps, d_eps = eps_and_derivative(model, t, xt)
         gamma = ddim_rates(model.reference, t)["gamma"].to(model.dtype).to(model.device)[:, None]
         target = gamma * d_eps
         pred = head(t.to(model.dtype).to(model.device), xt, eps)
-        loss = ((pred - target) ** 2).sum(-1).mean()
-        descend(loss, opt, head.parameters(), None, f"iteration {it} (GENIE head loss {float(loss.detach()):.4g})")
-        with torch.no_grad():
-            rel = float(((pred - target) ** 2).sum() / (target ** 2).sum().clamp_min(1e-30))
-        return {"loss": float(loss.detach()), "rel_err": math.sqrt(rel)}
+        err = (pred - target) ** 2
+        return err.sum(-1).mean(), float(err.detach().sum()), float((target ** 2).sum())
+
+    def step(it: int) -> Dict[str, float]:
+        terms = [shard_terms(st) for st in streams]
+        loss, value = dp.mean_loss([tm[0] for tm in terms])
+        descend(loss, opt, head.parameters(), None, f"iteration {it} (GENIE head loss {value:.4g})", None, dp)
+        rel = dp.sum(sum(tm[1] for tm in terms)) / max(dp.sum(sum(tm[2] for tm in terms)), 1e-30)
+        return {"loss": value, "rel_err": math.sqrt(rel)}
 
     fit_loop(step, iters, {"head": head, "optimizer": opt}, history, kind="GenieHead",
              config=dict(model=model.config, iters=iters, batch=batch, lr=lr, seed=seed, hidden=hidden, depth=depth),
              streams=streams, checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
-             progress=progress, postfix=("loss", "rel_err"))
+             progress=progress and dp.writer, postfix=("loss", "rel_err"), parallel=dp)
     head.history = history
     return head
 
