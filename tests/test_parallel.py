@@ -3,11 +3,11 @@
 * the gradient of one step, on the same paths, equals the one-process gradient of the whole batch (float64, 1e-10);
 * a two-process run reproduces a one-process run with the same seed and shards (float64, 1e-6), with exploration,
   a replay buffer and local search, through torchsde's adjoint, for ASBS (corrector and adjoint matching on its
-  buffers), for score models (denoising score matching in R^2 and on the sphere, GENIE's head on a score
-  model), for ``cs.solve`` on an LQR
+  buffers), for DiKL (score steps, surrogate, adapted posterior MALA steps), for score models (denoising score
+  matching in R^2 and on the sphere, GENIE's head on a score model), for ``cs.solve`` on an LQR
   (backprop, torchsde's adjoint, log-variance) and for the neural bridges (DSB, DSBM: caches simulated per shard);
 * a two-process checkpoint resumes in two processes, or in one process with the same shards, as if uninterrupted;
-* a trainer without data-parallel support (DiKL) refuses to run in a group of several processes.
+* the one trainer without data-parallel support (DPDM's DP-SGD) refuses to run in a group of several processes.
 """
 import os
 import tempfile
@@ -171,6 +171,18 @@ def _fit_genie(shards=None):
                 history={k: list(v) for k, v in head.history.items() if k != "seconds"}, evals=0)
 
 
+def _fit_dikl(shards=None):
+    """DiKL on a 1-d two-mode mixture: score steps, the surrogate and the posterior MALA steps (float64)."""
+    tg = cs.targets.GaussianMixture(torch.ones(2), torch.tensor([[-2.0], [2.0]]), 0.25 * torch.ones(2, 1, 1))
+    m = cs.samplers.DiKL(tg, hidden=8, depth=1, levels=4, t_min=0.02, t_max=0.8, inner_steps=2, score_hidden=8,
+                         score_depth=1, posterior_particles=4, mala_steps=3, dtype=torch.float64)
+    m.fit(iters=4, batch=BATCH, score_warmup=2, seed=2, progress=False, shards=shards)
+    state = {k: v.detach().clone() for k, v in m.generator.state_dict().items()}
+    state["mala_step"] = m.mala_step.clone()
+    return dict(state=state, history={k: list(v) for k, v in m.history.items() if k != "seconds"},
+                evals=m.target_evals)
+
+
 def _fit_sphere(shards=None):
     """A score model on S^2 by denoising score matching (heat-kernel targets) on a von Mises–Fisher law (float64)."""
     from controlsamp.generative.riemannian import RiemannianDiffusionModel
@@ -202,13 +214,17 @@ def _fits(rank, cases, folder):
     out["dsm"] = _fit_dsm()
     out["sphere"] = _fit_sphere()
     out["genie"] = _fit_genie()
+    out["dikl"] = _fit_dikl()
     out["asbs"] = _fit_asbs()
     out.update({f"solve:{m}": _solve(m) for m in SOLVE_METHODS})
     out.update({f"bridge:{c}": _bridge(c) for c in BRIDGES})
     kind, options = cases["tb"]
     out["tb:first-half"] = _fit(kind, options, ITERS, os.path.join(folder, "tb.pt"))
-    try:  # a trainer without data-parallel support
-        cs.samplers.DiKL(cs.targets.get("gaussian", dim=2), hidden=8, levels=2).fit(iters=1, batch=8, progress=False)
+    try:  # the trainer without data-parallel support
+        from controlsamp.generative import dpdm
+        data = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+        dpdm.fit_private(cs.generative.DiffusionModel(cs.processes.VP(2), hidden=8, depth=1), data, iters=1, batch=8,
+                         noise_multiplier=1.0, progress=False)
     except ValueError as exc:
         out["unsupported"] = str(exc)
     return out
@@ -246,6 +262,9 @@ def test_two_processes_reproduce_one_process_with_the_same_shards_and_resume(tmp
     _close(two[0]["genie"], head)
     _close(two[1]["genie"], head)
     assert max(head["history"]["loss"]) > 0
+    dikl = _fit_dikl(shards=WORLD)  # DiKL
+    _close(two[0]["dikl"], dikl)
+    _close(two[1]["dikl"], dikl)
     asbs = _fit_asbs(shards=WORLD)  # ASBS, whose buffers hold every shard's pairs
     _close(two[0]["asbs"], asbs)
     _close(two[1]["asbs"], asbs)

@@ -67,7 +67,9 @@ from ..generative.score_matching import TimeSampler, score_matching_loss
 from ..langevin import mala
 from ..processes import VP
 from ..targets import Target, TargetEvaluator
-from ..training import Streams, descend, fit_loop, load_checkpoint, load_modules, make_optimizer, save_model
+from ..parallel import DataParallel
+from ..training import (Streams, descend, fit_loop, load_checkpoint, load_modules, make_optimizer, save_model,
+                        shard_streams)
 from .base import check_target
 
 Tensor = torch.Tensor
@@ -290,7 +292,20 @@ class DiKL:
         r"""The surrogate whose gradient in the generator's parameters is the diffusive KL's: ``n`` latents, each at
         every level (``level_sampling="all"``) or at one uniformly drawn level (``"random"``), one noise each.
         ``score_q`` / ``score_p``: callables ``(t, x_t) -> (m, d)`` replacing the learned :math:`s_q` (raw network)
-        and the posterior estimate of :math:`s_p` (e.g. exact scores)."""
+        and the posterior estimate of :math:`s_p` (e.g. exact scores). The posterior MALA's per-level steps adapt
+        (each level's step becomes the geometric mean of its rows' adapted steps)."""
+        loss, info, step_logs = self._surrogate_terms(n, generator, score_q, score_p)
+        if step_logs is not None:
+            self._adapt_mala_steps(*step_logs)
+        return loss, info
+
+    def _adapt_mala_steps(self, log_sums: Tensor, counts: Tensor) -> None:
+        """Each level's MALA step: the geometric mean of its rows' adapted steps (levels not drawn keep theirs)."""
+        self.mala_step = torch.where(counts > 0, (log_sums / counts.clamp(min=1)).exp(), self.mala_step)
+
+    def _surrogate_terms(self, n: int, generator: torch.Generator, score_q=None, score_p=None):
+        """(the surrogate, its info, (per-level sums of the log adapted steps, per-level row counts) or None);
+        the steps are not changed here."""
         L, d, dev, dt = self.levels, self.dim, self.device, self.dtype
         z = torch.randn(n, self.latent_dim, generator=generator, device=dev, dtype=dt)
         x = _finite_samples(self.generator(z))
@@ -314,15 +329,14 @@ class DiKL:
                     rows = lev == k
                     sq[rows] = score_q(float(self.times[k]), xd[rows])
             info: Dict[str, float] = {}
+            step_logs = None
             if score_p is None:
                 steps = self.mala_step.to(dev, dt)[lev]
                 sp, pinfo = posterior_score(self.evaluator, xd, a, s2, self.particles, self.mala_steps, generator,
                                             step=steps)
-                # each level's step: the geometric mean of its rows' adapted steps (levels not drawn keep theirs)
                 lev_c = lev.cpu()
                 sums = torch.zeros(L, dtype=torch.float64).index_add_(0, lev_c, pinfo["step"].double().log().cpu())
-                counts = torch.bincount(lev_c, minlength=L)
-                self.mala_step = torch.where(counts > 0, (sums / counts.clamp(min=1)).exp(), self.mala_step)
+                step_logs = (sums, torch.bincount(lev_c, minlength=L))
                 info["accept"] = pinfo["accept"]
             else:
                 sp = torch.empty_like(xd)
@@ -333,18 +347,21 @@ class DiKL:
             w = self.weights.to(dev, dt)[lev]
             info["fisher"] = float((w * (diff * diff).sum(-1)).mean())
         loss = (w * (diff * xt).sum(-1)).mean()
-        return loss, info
+        return loss, info, step_logs
 
     # ------------------------------------------------------------------ training
     def fit(self, iters: int = 1000, batch: int = 64, lr: float = 1e-3, lr_score: float = 1e-3, seed: int = 0,
             score_warmup: int = 200, grad_clip: Optional[float] = None, score_grad_clip: Optional[float] = 1.0,
             checkpoint: Optional[str] = None, checkpoint_every: int = 100, resume: bool = False,
-            progress: bool = True) -> "DiKL":
+            progress: bool = True, shards: Optional[int] = None) -> "DiKL":
         r"""Train: each of ``iters`` steps takes ``inner_steps`` DSM steps of :math:`s_q` on ``batch`` fresh
         generator samples (``score_warmup`` more at the first step), then one Adam step of the generator on the
         surrogate (:meth:`surrogate_loss`). History: ``loss`` (the surrogate), ``fisher`` (the weighted
         :math:`|s_q - s_p|^2`, a monitor), ``score_loss``, ``accept`` (posterior MALA), ``target_evals``.
-        ``checkpoint``, ``checkpoint_every``, ``resume``: the package's exact resume."""
+        ``checkpoint``, ``checkpoint_every``, ``resume``: the package's exact resume. ``shards``: data-parallel
+        training (:mod:`controlsamp.parallel`; None: one shard per process): each shard draws ``batch / shards``
+        latents for each score step and for the surrogate from its own streams, losses are the shards' means,
+        gradients are averaged over the processes and the MALA steps adapt on every shard's rows."""
         iters, batch = check_dim(iters, "iters"), check_dim(batch, "batch")
         lr, lr_score = check_positive(lr, "lr"), check_positive(lr_score, "lr_score")
         seed, score_warmup = check_seed(seed), check_count(score_warmup, "score_warmup")
@@ -353,28 +370,41 @@ class DiKL:
         net = self.score_model.network
         opt, _ = make_optimizer([{"params": gen_params, "lr": lr}], iters)
         score_opt, _ = make_optimizer([{"params": list(net.parameters()), "lr": lr_score}], iters)
-        streams = Streams(seed, self.device)
+        dp = DataParallel(shards)
+        per_shard = dp.split(batch, "batch")
+        streams = shard_streams(dp, seed, self.device)
         times = TimeSampler(self.score_model.kernel, self.t_min, self.reference.T, "uniform")
+
+        def shard_score_loss(st: Streams) -> Tensor:
+            with torch.no_grad():
+                z = torch.randn(per_shard, self.latent_dim, generator=st.device, device=self.device, dtype=self.dtype)
+                x0 = _finite_samples(self.generator(z))
+            return score_matching_loss(self.score_model, x0, st.cpu, "simple", times)[0]
 
         def train_score(k: int, it: int) -> float:
             total = 0.0
             for _ in range(k):
-                with torch.no_grad():
-                    z = torch.randn(batch, self.latent_dim, generator=streams.device, device=self.device,
-                                    dtype=self.dtype)
-                    x0 = _finite_samples(self.generator(z))
-                sm, _ = score_matching_loss(self.score_model, x0, streams.cpu, "simple", times)
-                descend(sm, score_opt, net.parameters(), score_grad_clip,
-                        f"iteration {it} (score loss {float(sm.detach()):.4g})")
+                sm, value = dp.mean_loss([shard_score_loss(st) for st in streams])
+                descend(sm, score_opt, net.parameters(), score_grad_clip, f"iteration {it} (score loss {value:.4g})",
+                        None, dp)
                 self.score_model.ema.update_parameters(net)
-                total += float(sm.detach())
+                total += value
             return total / max(k, 1)
 
         def step(it: int) -> Dict[str, float]:
+            evals_before = self.target_evals
             sm = train_score(self.inner_steps + (score_warmup if it == 0 else 0), it)
-            loss, info = self.surrogate_loss(batch, streams.device)
-            descend(loss, opt, gen_params, grad_clip, f"iteration {it} (loss {float(loss.detach()):.4g})")
-            return {"loss": float(loss.detach()), "score_loss": sm, "target_evals": float(self.target_evals), **info}
+            terms = [self._surrogate_terms(per_shard, st.device) for st in streams]
+            loss, value = dp.mean_loss([tm[0] for tm in terms])
+            info = {k: dp.mean(sum(tm[1][k] for tm in terms) / len(terms)) for k in terms[0][1]}
+            if terms[0][2] is not None:  # every shard's adapted steps, in every process
+                sums = dp.cat_rows([tm[2][0][None] for tm in terms]).sum(0)
+                counts = dp.cat_rows([tm[2][1][None] for tm in terms]).sum(0)
+                self._adapt_mala_steps(sums, counts)
+            descend(loss, opt, gen_params, grad_clip, f"iteration {it} (loss {value:.4g})", None, dp)
+            if dp.distributed:  # every process's energy evaluations
+                self.target_evals = evals_before + int(dp.sum(self.target_evals - evals_before))
+            return {"loss": value, "score_loss": sm, "target_evals": float(self.target_evals), **info}
 
         def extra() -> dict:
             return {"mala_step": self.mala_step.clone(), "evals": int(self.target_evals)}
@@ -389,8 +419,9 @@ class DiKL:
                       score_warmup=score_warmup, grad_clip=grad_clip, score_grad_clip=score_grad_clip)
         t0 = time.perf_counter()
         fit_loop(step, iters, modules, self.history, kind="DiKL", config=config, streams=streams,
-                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
-                 extra=extra, restore_extra=restore, postfix=("loss", "fisher"))
+                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                 progress=progress and dp.writer, extra=extra, restore_extra=restore, postfix=("loss", "fisher"),
+                 parallel=dp)
         self.score_model.trained = True
         self.wall_time_s = time.perf_counter() - t0
         return self
