@@ -509,17 +509,24 @@ def fit_loop(step: Callable[[int], Dict[str, float]], iters: int, modules: Dict[
                 "extra": extra() if extra is not None else {}}
 
     def at_boundary(it: int) -> dict:
-        """The state at the start of iteration ``it``, copied away from the live objects."""
-        payload = current(it)
-        payload["history"] = {k: len(v) for k, v in history.items()}
-        payload["modules"], payload["extra"] = _clone(payload["modules"]), _clone(payload["extra"])
+        """The state at the start of iteration ``it``, copied away from the live objects. A module with a
+        ``boundary()`` method (the replay buffer) marks the boundary and hands back a function that rebuilds its
+        state there, in place of a copy of all of it at every step."""
+        payload = {"schema": SCHEMA, "kind": kind, "config": plain_config(config), "iteration": it,
+                   "history": {k: len(v) for k, v in history.items()},
+                   "modules": {k: m.boundary() if hasattr(m, "boundary") else _clone(m.state_dict())
+                               for k, m in modules.items()},
+                   "rng": _streams_state(own, parallel) if own else None,
+                   "extra": _clone(extra()) if extra is not None else {}}
         return payload
 
     def write_boundary(payload: dict) -> None:
         if not writer:
             return
         lengths = payload["history"]
-        save_checkpoint(checkpoint, dict(payload, history={k: list(history[k][:n]) for k, n in lengths.items()}))
+        modules_then = {k: v() if callable(v) else v for k, v in payload["modules"].items()}
+        save_checkpoint(checkpoint, dict(payload, modules=modules_then,
+                                         history={k: list(history[k][:n]) for k, n in lengths.items()}))
 
     boundary = None
     bar = tqdm(range(start, iters), desc=kind, disable=not progress, initial=start, total=iters, leave=False)

@@ -94,3 +94,22 @@ def test_state_round_trip_and_empty_buffer():
     a = buf.sample(50, generator=torch.Generator().manual_seed(5))
     b = other.sample(50, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a[0], b[0])
+
+
+def test_boundary_state_is_the_state_at_the_mark():
+    """fit_loop marks each step boundary; after adds that grow, wrap and overwrite the buffer, the mark's function
+    returns exactly the state_dict of the mark, and an older mark's function refuses."""
+    g = torch.Generator().manual_seed(6)
+    buf = ReplayBuffer(40, 3)
+    buf.add(torch.randn(25, 3, generator=g), torch.randn(25, generator=g))
+    for adds in ([10], [10, 7], [40], [3, 50]):
+        expected = buf.state_dict()
+        state = buf.boundary()
+        for m in adds:
+            buf.add(torch.randn(m, 3, generator=g), torch.randn(m, generator=g))
+        got = state()
+        assert torch.equal(got["x"], expected["x"]) and torch.equal(got["log_r"], expected["log_r"])
+        assert not torch.equal(buf.log_r[-3:], expected["log_r"][-3:])  # the buffer did change
+    buf.boundary()
+    with pytest.raises(RuntimeError, match="later"):
+        state()

@@ -9,7 +9,7 @@ a replay buffer of terminal states with rank-based priority, and local search by
 """
 from __future__ import annotations
 
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -46,6 +46,8 @@ class ReplayBuffer:
         # log-rewards oldest first; and their log-rewards
         self._order = torch.argsort(self._log_r, descending=True, stable=True).numpy()
         self._ranked = self._log_r.numpy()[self._order]
+        self._journal: Optional[list] = None  # rows written over since the last boundary(), to undo them
+        self._mark = None
 
     def __len__(self) -> int:
         return self._n
@@ -60,10 +62,29 @@ class ReplayBuffer:
         """Their log-rewards, oldest first (n,)."""
         return self._chronological(self._log_r)
 
-    def _chronological(self, a: Tensor) -> Tensor:
-        if self._n < self.capacity:
-            return a[:self._n]
-        return torch.cat([a[self._head:self._n], a[:self._head]])
+    def _chronological(self, a: Tensor, n: Optional[int] = None, head: Optional[int] = None) -> Tensor:
+        n, head = (self._n, self._head) if n is None else (n, head)
+        if n < self.capacity:
+            return a[:n]
+        return torch.cat([a[head:n], a[:head]])
+
+    def boundary(self) -> Callable[[], dict]:
+        """Mark a step boundary of the training loop (:func:`controlsamp.training.fit_loop`): returns a function
+        that gives ``state_dict()`` as it is now, valid until the next mark. Until then each ``add`` keeps the rows
+        it writes over (O(rows added)), so a step costs no copy of the whole buffer; the state is rebuilt only when
+        it is asked for (an interrupted step)."""
+        token = object()
+        self._journal, self._mark = [], (self._n, self._head, token)
+
+        def state() -> dict:
+            if self._mark is None or self._mark[2] is not token:
+                raise RuntimeError("this boundary of the replay buffer was replaced by a later one")
+            x, log_r = self._x.clone(), self._log_r.clone()
+            for slots, old_x, old_r in reversed(self._journal):
+                x[slots], log_r[slots] = old_x, old_r
+            n, head, _ = self._mark
+            return {"x": self._chronological(x, n, head).clone(), "log_r": self._chronological(log_r, n, head).clone()}
+        return state
 
     def _grow(self, need: int) -> None:
         """Make room for ``need`` slots (at most the capacity), keeping the slot indices."""
@@ -84,6 +105,8 @@ class ReplayBuffer:
         self._grow(min(self.capacity, self._n + m))
         slots = (self._head + torch.arange(m)) % self.capacity
         n_old = self._n
+        if self._journal is not None:  # what these slots held at the boundary
+            self._journal.append((slots, self._x[slots].clone(), self._log_r[slots].clone()))
         gone = n_old + m - self.capacity
         if gone > 0:  # the oldest samples are written over: they leave the ranking
             self._unrank(self._log_r[slots[m - gone:]])
