@@ -37,7 +37,7 @@ def main(argv=None) -> None:
     p.add_argument("--n-eval", type=int, default=10000)
     p.add_argument("--write", action="store_true")
     a = p.parse_args(argv)
-    print(f"| run | paths | dlogZ (ELBO) | dlogZ (RW) | log Z se | ESS |")
+    print("| run | paths | dlogZ (ELBO) | dlogZ (RW) | log Z se | ESS |")
     print("|---|---|---|---|---|---|")
     for folder in a.runs:
         m = evaluate_run(folder, a.n_eval)
