@@ -157,6 +157,11 @@ class DataParallel:
             return float(value)
         return float(torch.stack(self._gather(torch.tensor([float(value)], dtype=torch.float64))).sum())
 
+    def count_since(self, before: int, now: int) -> int:
+        """A counter every process advanced on its own shards (e.g. energy evaluations) from the shared ``before`` to
+        its own ``now``: ``before`` plus the increments of all processes. In one process, ``now``."""
+        return before + int(self.sum(now - before)) if self.distributed else int(now)
+
     def mean(self, value: float) -> float:
         """The mean over processes of a number (e.g. a per-path mean of this process's shards)."""
         return self.sum(value) / self.world if self.distributed else float(value)

@@ -196,10 +196,6 @@ class ASBS(DiffusionSampler):
                 out.append(Batch(per_shard, st, paths=ends))
             return out
 
-        def count_evals(before: int) -> None:
-            if dp.distributed:  # every process's energy evaluations
-                self.target_evals = before + int(dp.sum(self.target_evals - before))
-
         def corrector_step(stage: int, j: int) -> Dict[str, float]:
             # the coupling of this stage (the reference's first, then the model's), refreshed like the buffer
             if j == 0:
@@ -210,7 +206,7 @@ class ASBS(DiffusionSampler):
             loss, value, _ = corrector_matching.sharded(self.problem, self.corrector, shard_ends(pairs, False), dp)
             descend(loss, opt_h, self.corrector.parameters(), None, f"corrector step {j} of stage {stage} (loss "
                     f"{value:.4g})", None, dp)
-            count_evals(before)
+            self.target_evals = dp.count_since(before, self.target_evals)  # every process's evaluations
             return {"loss": value, "corrector": 1.0}
 
         def am_step(a: int) -> Dict[str, float]:
@@ -220,7 +216,7 @@ class ASBS(DiffusionSampler):
             loss, value, _ = adjoint_matching.sharded(self.problem, self.policy, shard_ends(buf, True), dp)
             descend(loss, opt, self.policy.parameters(), grad_clip, f"adjoint-matching step {a} (loss {value:.4g})",
                     sched, dp)
-            count_evals(before)
+            self.target_evals = dp.count_since(before, self.target_evals)  # every process's evaluations
             return {"loss": value, "corrector": 0.0}
 
         block = c_iters + per_stage

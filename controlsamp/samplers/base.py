@@ -295,8 +295,7 @@ class DiffusionSampler:
                     f"iteration {it} (loss {loss_value:.4g})", sched, dp)
             if buf is not None and local_search_every and (it + 1) % local_search_every == 0 and len(buf) >= batch:
                 search()
-            if dp.distributed:  # every process's energy evaluations
-                self.target_evals = evals_before + int(dp.sum(self.target_evals - evals_before))
+            self.target_evals = dp.count_since(evals_before, self.target_evals)  # every process's energy evaluations
             rec = {"loss": loss_value, "backward": float(backward),
                    "target_evals": float(self.target_evals)}
             if "log_w" in info:

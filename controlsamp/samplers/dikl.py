@@ -402,8 +402,7 @@ class DiKL:
                 counts = dp.cat_rows([tm[2][1][None] for tm in terms]).sum(0)
                 self._adapt_mala_steps(sums, counts)
             descend(loss, opt, gen_params, grad_clip, f"iteration {it} (loss {value:.4g})", None, dp)
-            if dp.distributed:  # every process's energy evaluations
-                self.target_evals = evals_before + int(dp.sum(self.target_evals - evals_before))
+            self.target_evals = dp.count_since(evals_before, self.target_evals)  # every process's energy evaluations
             return {"loss": value, "score_loss": sm, "target_evals": float(self.target_evals), **info}
 
         def extra() -> dict:
