@@ -380,7 +380,10 @@ def run(args: argparse.Namespace) -> int:
     if status is not None:
         return status
     fit_options = _given(explore=args.explore, buffer=args.buffer, local_search_every=args.local_search_every,
+                         local_search_steps=args.local_search_steps, local_search_buffer=args.local_search_buffer,
                          lr_schedule=None if args.lr_schedule == "none" else args.lr_schedule)
+    if args.local_search_burn_in is not None:  # (0 is a burn-in, not "unset")
+        fit_options["local_search_burn_in"] = args.local_search_burn_in
     if args.shards is not None:
         fit_options["shards"] = args.shards
     try:
@@ -721,6 +724,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--buffer", type=_count, default=0, help="replay-buffer capacity (0: none)")
     p_run.add_argument("--local-search-every", type=_count, default=0,
                        help="MALA local-search period in iterations (0: never; needs --buffer)")
+    p_run.add_argument("--local-search-steps", type=_positive_int, default=None,
+                       help="MALA steps of one local search (default 20)")
+    p_run.add_argument("--local-search-burn-in", type=_count, default=None,
+                       help="keep every local-search state after this many steps, not only the last "
+                            "(Sendera et al.: 100 of 200; default: the last only)")
+    p_run.add_argument("--local-search-buffer", type=_count, default=0,
+                       help="capacity of a second buffer that holds the local-search samples, the only start "
+                            "of the backward paths (Sendera et al.'s buffer_ls; 0: the searches fill --buffer)")
     p_run.add_argument("--n-eval", type=_positive_int, default=2000,
                        help="paths for the evaluation (particles for ais / smc)")
     p_run.add_argument("--reference", default=None,

@@ -425,6 +425,25 @@ def test_pis_with_buffer_and_local_search_resumes_exactly(tmp_path, monkeypatch)
     _assert_same(straight, resumed)
 
 
+def test_local_search_buffer_resumes_exactly(tmp_path, monkeypatch):
+    """The second buffer of the local search (with a burn-in) is part of the checkpoint: Ctrl-C inside a search
+    and inside an add to either buffer, each resume continues bit-identically."""
+    tgt = gaussian_target(2)
+    kw = dict(PIS_FIT, local_search_steps=3, local_search_burn_in=1, local_search_buffer=40)
+
+    def make():
+        return cs.samplers.PIS(tgt, steps=6, hidden=16)
+
+    def fit(s, ck, resume):
+        return s.fit(24, checkpoint=ck, checkpoint_every=5, resume=resume, **kw)
+
+    straight = make().fit(24, **kw)
+    points = [(sampler_base, "local_search", 2), (ReplayBuffer, "add", 6), (ReplayBuffer, "add", 4)]
+    resumed, seen = _run_interrupted(make, fit, monkeypatch, points, str(tmp_path / "ck.pt"))
+    assert seen == sorted(seen) and len(set(seen)) == len(seen)
+    _assert_same(straight, resumed)
+
+
 def test_pis_resumes_exactly_on_the_interrupted_object(tmp_path, monkeypatch):
     """Resuming with the same (interrupted, mid-step) object gives the uninterrupted run too."""
     tgt = gaussian_target(2)

@@ -214,6 +214,21 @@ def test_lr_schedule_choices_and_run_time_errors(tmp_path, capsys):
     assert _strict_json(tmp_path / "cos" / "metrics.json")["fit_options"] == {"lr_schedule": "cosine"}
 
 
+def test_local_search_options_reach_the_fit(tmp_path, capsys):
+    """--local-search-steps, --local-search-burn-in (0 included) and --local-search-buffer are fit options;
+    a burn-in not below the steps is the library's error, on one line."""
+    assert _run(tmp_path / "ls", "--loss", "tb", "--buffer", "200", "--local-search-every", "2",
+                "--local-search-steps", "3", "--local-search-burn-in", "0", "--local-search-buffer", "500") == 0
+    assert _strict_json(tmp_path / "ls" / "metrics.json")["fit_options"] == dict(
+        buffer=200, local_search_every=2, local_search_steps=3, local_search_burn_in=0, local_search_buffer=500)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        _run(tmp_path / "bad", "--loss", "tb", "--buffer", "50", "--local-search-every", "1",
+             "--local-search-steps", "3", "--local-search-burn-in", "3")
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("controlsamp: error:") and "local_search_burn_in" in err and "[0, 3)" in err
+
+
 def test_dim_for_targets_that_take_one(tmp_path, capsys):
     assert _run(tmp_path / "g3", "--target", "gaussian", "--dim", "3") == 0
     assert np.load(tmp_path / "g3" / "samples.npy").shape == (100, 3)

@@ -138,6 +138,20 @@ def test_kernel_info_and_local_search_knobs():
         state, info = mala.step(state, ld, eps, gen)
         eps = eps * math.exp(0.2 * (float(info.acceptance_rate.mean()) - 0.3))
     assert torch.equal(x, state.x) and torch.equal(lp, state.log_prob) and step == pytest.approx(eps, rel=1e-15)
+    # with a burn-in of b: the states after steps b + 1, ..., n, in step order (Sendera et al.'s scheme)
+    xs, lps, step_b = local_search(ld, x0, 6, 0.2, torch.Generator().manual_seed(4), target_accept=0.3,
+                                   adapt_rate=0.2, burn_in=4)
+    gen, eps, state, kept = torch.Generator().manual_seed(4), 0.2, mala.init(x0, ld), []
+    for i in range(6):
+        state, info = mala.step(state, ld, eps, gen)
+        eps = eps * math.exp(0.2 * (float(info.acceptance_rate.mean()) - 0.3))
+        if i >= 4:
+            kept.append(state)
+    assert xs.shape == (2 * 64, 2) and lps.shape == (2 * 64,) and step_b == pytest.approx(eps, rel=1e-15)
+    assert torch.equal(xs, torch.cat([k.x for k in kept])) and torch.equal(lps, torch.cat([k.log_prob for k in kept]))
+    for bad in (6, -1):
+        with pytest.raises(ValueError, match="burn_in"):
+            local_search(ld, x0, 6, 0.2, burn_in=bad)
 
 
 def test_target_evaluations_are_counted_and_bad_energies_reported():

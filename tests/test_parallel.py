@@ -109,7 +109,8 @@ def test_one_step_gradient_equals_the_one_process_gradient_on_the_same_paths():
 
 FIT_CASES = {
     "lv+explore+buffer+ls": ("dds", dict(loss="lv", explore=0.5, buffer=64, local_search_every=3,
-                                         local_search_steps=2, backward_every=2)),
+                                         local_search_steps=2, local_search_burn_in=0, local_search_buffer=64,
+                                         backward_every=2)),
     "tb": ("dds", dict(loss="tb", grad_clip=5.0)),  # (a constant rate: the resumed run extends it)
     "kl-adjoint": ("pis", dict(loss="kl")),
 }

@@ -198,6 +198,49 @@ def test_off_policy_training_with_buffer_and_local_search():
     assert evals == expected
 
 
+def test_local_search_buffer_is_the_only_start_of_backward_paths(tmp_path, monkeypatch):
+    """With ``local_search_buffer`` (Sendera et al.'s buffer_ls) the local searches keep every MALA state after
+    the burn-in in a second buffer, the backward paths start from it alone, and the first buffer holds the model's
+    samples only. The energy evaluations are counted as before."""
+    from controlsamp.training import read_checkpoint
+    tgt = two_mode_mixture()
+    s = cs.samplers.PIS(tgt, steps=20)
+    starts = []
+    real = s.problem.backward_paths
+
+    def recording(xK, *args, **kwargs):
+        starts.append(xK.detach().clone())
+        return real(xK, *args, **kwargs)
+    monkeypatch.setattr(s.problem, "backward_paths", recording)
+    _, lw0 = s.sample(2000, seed=5)
+    s.target_evals = 0
+    ck = str(tmp_path / "ck.pt")
+    s.fit(200, batch=64, loss="vargrad", lr=3e-3, explore=0.5, buffer=100_000, local_search_every=20,
+          local_search_steps=5, local_search_burn_in=2, local_search_buffer=100_000, checkpoint=ck, progress=False)
+    evals = s.target_evals
+    _, lw1 = s.sample(2000, seed=5)
+    assert -float(lw1.mean()) < 0.5 * -float(lw0.mean())
+    # the first search ends iteration 19; backward paths on the odd iterations 21, ..., 199 once it holds a batch
+    assert sum(s.history["backward"]) == 90 and len(starts) == 90
+    modules = read_checkpoint(ck)["modules"]
+    found, model = modules["local_search_buffer"]["x"], modules["buffer"]["x"]
+    assert found.shape == (10 * 64 * (5 - 2), 2) and model.shape == (110 * 64, 2)
+    found_rows = {tuple(r) for r in found.tolist()}
+    assert all(tuple(r) in found_rows for x in starts for r in x.tolist())
+    # (a chain that rejects every move after the burn-in keeps its start, a row of the first buffer)
+    assert len(found_rows - {tuple(r) for r in model.tolist()}) > 0.5 * len(found_rows)
+    # forward iterations 64 * (20 scores + 1 reward), backward 64 * 20 scores, 10 searches 64 * (1 + 5)
+    assert evals == 110 * 64 * 21 + 90 * 64 * 20 + 10 * 64 * 6
+    for bad, match in ((dict(local_search_burn_in=5), "local_search_burn_in"),
+                       (dict(local_search_burn_in=-1), "local_search_burn_in"),
+                       (dict(local_search_buffer=-3), "local_search_buffer")):
+        with pytest.raises(ValueError, match=match):
+            s.fit(2, batch=8, loss="tb", buffer=16, local_search_every=1, local_search_steps=5, progress=False,
+                  **bad)
+    with pytest.raises(ValueError, match="local_search_every"):
+        s.fit(2, batch=8, loss="tb", buffer=16, local_search_buffer=16, progress=False)
+
+
 def test_resume_reproduces_a_straight_run(tmp_path):
     """Interrupt a run (Ctrl-C at iteration 14), resume it from the checkpoint: the parameters, the learned
     log Z and the energy-evaluation count equal those of an uninterrupted run."""

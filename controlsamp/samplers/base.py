@@ -170,7 +170,8 @@ class DiffusionSampler:
             seed: int = 0, explore: float = 0.0, explore_decay: bool = True, buffer: int = 0,
             rank_weight: float = 1e-2, local_search_every: int = 0, local_search_steps: int = 20,
             local_search_step: float = 1e-2, local_search_accept: float = 0.574,
-            local_search_adapt_rate: float = 0.05, grad_clip: Optional[float] = None,
+            local_search_adapt_rate: float = 0.05, local_search_burn_in: Optional[int] = None,
+            local_search_buffer: int = 0, grad_clip: Optional[float] = None,
             lr_schedule: Optional[str] = None, checkpoint: Optional[str] = None, checkpoint_every: int = 100,
             resume: bool = False, progress: bool = True, stl: bool = False, adjoint: Optional[bool] = None,
             backward_every: int = 2, shards: Optional[int] = None) -> "DiffusionSampler":
@@ -193,6 +194,14 @@ class DiffusionSampler:
             local_search_adapt_rate: every so many iterations, run MALA from buffer samples with its step
                 adapted toward acceptance ``local_search_accept`` at rate ``local_search_adapt_rate`` (see
                 :func:`~controlsamp.samplers.offpolicy.local_search`) and add the results (0: never).
+            local_search_burn_in: None (default): a search adds its chains' final states. An integer b: it
+                adds every state after the first b steps (``batch (local_search_steps - b)`` samples).
+            local_search_buffer: 0 (default): the search's samples join the replay buffer. A capacity: they
+                fill a second, rank-prioritised buffer of that size, and the backward paths start from it alone,
+                while the first buffer holds the model's samples and gives the searches their starts.
+                Sendera et al.'s manywell configuration: ``buffer=600_000, local_search_buffer=600_000,
+                local_search_every=100, local_search_steps=200, local_search_burn_in=100`` (their
+                ``buffer_ls``, ``ls_cycle``, ``max_iter_ls`` and ``burn_in``).
 
         Args:
             stl, adjoint: options of the relative entropy (see
@@ -231,6 +240,12 @@ class DiffusionSampler:
         local_search_steps = check_count(local_search_steps, "local_search_steps")
         local_search_step = check_positive(local_search_step, "local_search_step")
         local_search_adapt_rate = check_nonnegative(local_search_adapt_rate, "local_search_adapt_rate")
+        local_search_buffer = check_count(local_search_buffer, "local_search_buffer")
+        if local_search_burn_in is not None:
+            local_search_burn_in = check_count(local_search_burn_in, "local_search_burn_in")
+            if local_search_burn_in >= local_search_steps:
+                raise ValueError("local_search_burn_in must be None or an integer in [0, local_search_steps) = "
+                                 f"[0, {local_search_steps}); got {local_search_burn_in}")
         rank_weight = check_nonnegative(rank_weight, "rank_weight")
         if not 0.0 < check_positive(local_search_accept, "local_search_accept") < 1.0:
             raise ValueError(f"local_search_accept must lie in (0, 1); got {local_search_accept}")
@@ -244,6 +259,9 @@ class DiffusionSampler:
                              "'lv', 'tb' or 'vargrad'")
         if local_search_every > 0 and buffer <= 0:
             raise ValueError("local_search_every needs a replay buffer (buffer > 0)")
+        if (local_search_buffer > 0 or local_search_burn_in is not None) and local_search_every <= 0:
+            raise ValueError("local_search_buffer and local_search_burn_in shape the local search: they need "
+                             "local_search_every > 0")
         if self.objective is not None and type(self.objective) is type(objective):
             objective = self.objective  # continue with the learned parameters (e.g. TB's log Z)
         self.objective = objective.to(self.device)
@@ -254,6 +272,8 @@ class DiffusionSampler:
         per_shard = dp.split(batch, "batch")
         streams = shard_streams(dp, seed, self.device)
         buf = ReplayBuffer(buffer, self.dim, rank_weight) if buffer > 0 else None
+        found_buf = ReplayBuffer(local_search_buffer, self.dim, rank_weight) if local_search_buffer > 0 else None
+        replay = found_buf if found_buf is not None else buf  # where the backward paths start
         state = {"ls_step": float(local_search_step), "evals": self.target_evals}
         problem, policy = self.problem, self.policy
 
@@ -261,10 +281,10 @@ class DiffusionSampler:
             """One shard's paths per own shard, and whether they are backward paths from the buffer."""
             if not objective.off_policy:
                 return [None] * len(streams), False
-            if buf is not None and it % backward_every == backward_every - 1 and len(buf) >= batch:
+            if replay is not None and it % backward_every == backward_every - 1 and len(replay) >= batch:
                 out = []
                 for st in streams:
-                    xK, log_r = buf.sample(per_shard, st.cpu)
+                    xK, log_r = replay.sample(per_shard, st.cpu)
                     out.append(problem.backward_paths(xK.to(self.device, self.dtype), log_r.to(self.device),
                                                       st.device))
                 return out, True
@@ -280,8 +300,9 @@ class DiffusionSampler:
             """MALA local search from buffer samples, per shard; the step is the shards' mean."""
             found = [local_search(self.problem.value_and_score, buf.sample(per_shard, st.cpu)[0].to(self.device,
                                   self.dtype), local_search_steps, state["ls_step"], st.device, local_search_accept,
-                                  local_search_adapt_rate) for st in streams]
-            buf.add(dp.cat_rows([f[0].detach() for f in found]), dp.cat_rows([f[1].detach() for f in found]))
+                                  local_search_adapt_rate, local_search_burn_in) for st in streams]
+            (buf if found_buf is None else found_buf).add(dp.cat_rows([f[0].detach() for f in found]),
+                                                          dp.cat_rows([f[1].detach() for f in found]))
             steps = [s for part in dp.gather_objects([f[2] for f in found]) for s in part]
             state["ls_step"] = steps[0] if len(steps) == 1 else float(sum(steps) / len(steps))
 
@@ -318,8 +339,12 @@ class DiffusionSampler:
             modules["schedule"] = sched
         if buf is not None:
             modules["buffer"] = buf
+        if found_buf is not None:
+            modules["local_search_buffer"] = found_buf
         config = dict(self.config, sampler=type(self).__name__, loss=objective.name, batch=batch,
                       seed=seed, explore=explore, buffer=buffer, local_search_every=local_search_every)
+        if local_search_buffer > 0 or local_search_burn_in is not None:
+            config.update(local_search_buffer=local_search_buffer, local_search_burn_in=local_search_burn_in)
         t0 = time.perf_counter()
         fit_loop(step, iters, modules, self.history, kind=type(self).__name__, config=config, streams=streams,
                  checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,

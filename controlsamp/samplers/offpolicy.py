@@ -4,8 +4,9 @@ a replay buffer of terminal states with rank-based priority, and local search by
 * Replay buffer: terminal samples x with their log-rewards log pi~(x); a batch is drawn with probability
   proportional to 1 / (k N + rank(x)) (rank 0 the highest reward; Tripp et al. 2020), k = ``rank_weight``.
   Backward paths from these samples (the reference's time reversal) train the sampler off-policy.
-* Local search: a few MALA steps (:mod:`controlsamp.langevin.mala`) from buffer samples, with the step
-  adapted toward acceptance ``target_accept`` (default 0.574); the results join the buffer.
+* Local search: MALA steps (:mod:`controlsamp.langevin.mala`) from buffer samples, with the step adapted
+  toward acceptance ``target_accept`` (default 0.574); the chains' final states, or (with ``burn_in``, Sendera
+  et al.'s scheme) every state after the burn-in, join a buffer.
 """
 from __future__ import annotations
 
@@ -147,7 +148,7 @@ class ReplayBuffer:
 
 def local_search(log_density: Callable[[Tensor], Tuple[Tensor, Tensor]], x: Tensor, n_steps: int,
                  step_size: float, generator=None, target_accept: float = 0.574,
-                 adapt_rate: float = 0.05) -> Tuple[Tensor, Tensor, float]:
+                 adapt_rate: float = 0.05, burn_in: Optional[int] = None) -> Tuple[Tensor, Tensor, float]:
     r"""Run ``n_steps`` MALA steps (Roberts & Tweedie 1996; :func:`controlsamp.langevin.mala.step`) from ``x``,
     adapting the step after each one.
 
@@ -161,11 +162,23 @@ def local_search(log_density: Callable[[Tensor], Tuple[Tensor, Tensor]], x: Tens
             high dimension, Roberts & Rosenthal 1998).
         adapt_rate: the Robbins–Monro gain on :math:`\log\epsilon` of
             :func:`controlsamp.langevin.mala.adapt_step` (default 0.05).
+        burn_in: None (default): return the chains' final states. An integer b in [0, n_steps): return the
+            chains' states after each of the steps b + 1, ..., n_steps, ``n (n_steps - b)`` rows in step order
+            (a rejected move repeats the state it stayed in). Sendera et al. 2024 run 200 steps with a burn-in
+            of 100 and keep the accepted moves after it (their ``langevin.py``).
 
     Returns (x, log pi~(x), the adapted step).
     """
+    if burn_in is not None and not 0 <= burn_in < n_steps:
+        raise ValueError(f"burn_in must be None or an integer in [0, n_steps) = [0, {n_steps}); got {burn_in}")
     state = mala.init(x, log_density)
-    for _ in range(n_steps):
+    kept_x, kept_log_prob = [], []
+    for i in range(n_steps):
         state, info = mala.step(state, log_density, step_size, generator)
         step_size = mala.adapt_step(step_size, info.acceptance_rate, target_accept, adapt_rate)
-    return state.x, state.log_prob, step_size
+        if burn_in is not None and i >= burn_in:
+            kept_x.append(state.x)
+            kept_log_prob.append(state.log_prob)
+    if burn_in is None:
+        return state.x, state.log_prob, step_size
+    return torch.cat(kept_x), torch.cat(kept_log_prob), step_size
