@@ -210,6 +210,20 @@ def _bridge(cls, shards=None):
                 history={k: list(v) for k, v in m.history.items() if k != "seconds"}, evals=0)
 
 
+def _sphere_bridge(shards=None):
+    """Two IPF iterations of the Riemannian DSB on S^2, from the uniform law to a cap (float64)."""
+    from controlsamp.bridges import RiemannianDSB
+    from controlsamp.manifolds import Sphere
+    s2, g = Sphere(2), torch.Generator().manual_seed(0)
+    pole = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64).expand(128, 3)
+    tgt = s2.exp(pole, 0.3 * s2.proj(pole, torch.randn(128, 3, generator=g, dtype=torch.float64)))
+    m = RiemannianDSB(s2, lambda n, gen: s2.random_uniform(n, gen), tgt, steps=4, hidden=8, depth=1, cache_size=32,
+                      cache_refresh=3, seed=3, dtype=torch.float64)
+    m.fit(2, 4, batch=BATCH, seed=4, progress=False, shards=shards)
+    return dict(state={k: v.detach().clone() for k, v in m.nets.state_dict().items()},
+                history={k: list(v) for k, v in m.history.items() if k != "seconds"}, evals=0)
+
+
 def _fits(rank, cases, folder):
     out = {name: _fit(kind, options, ITERS) for name, (kind, options) in cases.items()}
     out["dsm"] = _fit_dsm()
@@ -219,6 +233,7 @@ def _fits(rank, cases, folder):
     out["asbs"] = _fit_asbs()
     out.update({f"solve:{m}": _solve(m) for m in SOLVE_METHODS})
     out.update({f"bridge:{c}": _bridge(c) for c in BRIDGES})
+    out["bridge:sphere"] = _sphere_bridge()
     kind, options = cases["tb"]
     out["tb:first-half"] = _fit(kind, options, ITERS, os.path.join(folder, "tb.pt"))
     try:  # the trainer without data-parallel support
@@ -278,6 +293,10 @@ def test_two_processes_reproduce_one_process_with_the_same_shards_and_resume(tmp
         one = _bridge(cls, shards=WORLD)
         _close(two[0][f"bridge:{cls}"], one)
         _close(two[1][f"bridge:{cls}"], one)
+    one = _sphere_bridge(shards=WORLD)  # the Riemannian bridge (its caches are simulated on the manifold)
+    _close(two[0]["bridge:sphere"], one)
+    _close(two[1]["bridge:sphere"], one)
+    assert not torch.allclose(torch.tensor(_sphere_bridge()["history"]["loss"]), torch.tensor(one["history"]["loss"]))
     # the checkpoint of the two-process run resumes, in two processes or in one with the same shards
     full = _fit(*FIT_CASES["tb"], 2 * ITERS, shards=WORLD)
     import shutil
