@@ -162,7 +162,8 @@ def check(args: argparse.Namespace) -> int:
 
 
 METRIC_KEYS = ("log_Z", "log_Z_se", "log_Z_true", "delta_log_Z", "delta_log_Z_rw", "elbo", "eubo", "ess", "w2",
-               "w2_floor", "sinkhorn", "energy_w2", "distance_w2", "mode_coverage", "emc", "target_evals", "wall_time_s")
+               "w2_floor", "sinkhorn", "energy_w2", "distance_w2", "aligned_w2", "aligned_w2_floor", "mode_coverage", "emc",
+               "target_evals", "wall_time_s")
 
 # One short gloss per printed metric (controlsamp.metrics has the definitions and references).
 GLOSS = {
@@ -179,6 +180,8 @@ GLOSS = {
     "sinkhorn": "entropic OT cost to the same points at sinkhorn_eps (>= their W2^2)",
     "energy_w2": "W2 between the energies of the samples and of the reference",
     "distance_w2": "W2 between the interatomic distances of the samples and of the reference",
+    "aligned_w2": "W2 to the reference up to permutation and rotation of the particles (DEM's and ASBS's W2)",
+    "aligned_w2_floor": "the same W2 between two reference sets of these sizes: what a perfect sampler shows",
     "mode_coverage": "fraction of the mixture's modes holding at least one sample",
     "emc": "entropic mode coverage: entropy of the samples' mode counts / log(modes); 1 is even",
     "target_evals": "energy evaluations spent training (a point's log-density or score counts once)",
@@ -727,11 +730,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--local-search-steps", type=_positive_int, default=None,
                        help="MALA steps of one local search (default 20)")
     p_run.add_argument("--local-search-burn-in", type=_count, default=None,
-                       help="keep every local-search state after this many steps, not only the last "
+                       help="keep every state of a local search after this many steps, not only the last "
                             "(Sendera et al.: 100 of 200; default: the last only)")
     p_run.add_argument("--local-search-buffer", type=_count, default=0,
-                       help="capacity of a second buffer that holds the local-search samples, the only start "
-                            "of the backward paths (Sendera et al.'s buffer_ls; 0: the searches fill --buffer)")
+                       help="capacity of a second buffer that holds the samples of the local searches, the only "
+                            "start of the backward paths (Sendera et al.'s buffer_ls; 0: the searches fill --buffer)")
     p_run.add_argument("--n-eval", type=_positive_int, default=2000,
                        help="paths for the evaluation (particles for ais / smc)")
     p_run.add_argument("--reference", default=None,

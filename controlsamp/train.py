@@ -14,7 +14,9 @@
   show), ``sinkhorn`` (with its ``sinkhorn_eps``, on the first ``n_sinkhorn`` = 500 samples of each set, at
   most 2000 iterations: its cost per iteration is quadratic in the sample size), ``mode_coverage`` and
   ``emc`` for mixtures, ``energy_w2``, ``distance_w2``, ``energy_tv`` and ``distance_tv`` for particle targets
-  (the TVs over 200 bins spanning the reference's range, as iDEM and DiKL: :func:`metrics.histogram_tv`); the settings and seeds of the run. A non-finite value is written as null (the file
+  (the TVs over 200 bins spanning the reference's range, as iDEM and DiKL: :func:`metrics.histogram_tv`), and
+  ``aligned_w2`` with ``aligned_w2_floor`` (W2 up to permutation and rotation, DEM's and ASBS's, on 1000
+  configurations: :func:`metrics.aligned_w2`); the settings and seeds of the run. A non-finite value is written as null (the file
   is strict JSON);
 * ``checkpoint.pt`` (training state, for ``resume``) and ``sampler.pt`` (the trained sampler);
 * ``samples.png``: the samples over the target: its log-density for d = 2; for d > 2 the (x_0, x_1)
@@ -238,7 +240,8 @@ def _has_exact_sampler(target) -> bool:
 
 
 def evaluate(sampler, n: int = 2000, seed: int = 12345, n_ot: int = 2000, sinkhorn_eps: float = 1.0,
-             n_sinkhorn: int = 500, sinkhorn_iters: int = 2000, reference=None, progress: bool = False):
+             n_sinkhorn: int = 500, sinkhorn_iters: int = 2000, reference=None, progress: bool = False,
+             n_aligned: int = 1000):
     """Sample n paths and compute the metrics the target allows (see the module docstring); returns
     ``(metrics, samples)``. ``progress``: a bar over the stages (sampling, log Z, exact samples, EUBO,
     W2, its floor, Sinkhorn, ...), naming the one running.
@@ -248,6 +251,11 @@ def evaluate(sampler, n: int = 2000, seed: int = 12345, n_ot: int = 2000, sinkho
     interatomic-distance W2 are then measured against them (no EUBO: it needs exact samples). The W2
     floor is then measured between the reference points used for W2 and the next ones (when m is at
     least the two sets' sizes together).
+
+    Particle targets also get ``aligned_w2``: W2 with configurations compared up to permutation, translation
+    and an orthogonal map (:func:`controlsamp.metrics.aligned_w2`, the particle W2 of DEM's and ASBS's tables)
+    between ``n_aligned`` samples and as many reference points (ASBS: 1000 against 1000), and its floor
+    ``aligned_w2_floor`` between those reference points and the next ``n_aligned`` where there are enough.
 
     A sampler whose log-weights are all NaN (no importance weights: DiKL's one-step generator) gets the sample
     metrics only (no log Z, ELBO, ESS or EUBO).
@@ -266,7 +274,7 @@ def evaluate(sampler, n: int = 2000, seed: int = 12345, n_ot: int = 2000, sinkho
     mixture = isinstance(target, targets.GaussianMixture)
     resample = getattr(sampler, "weighted", False)
     eubo = exact and not resample  # weighted particles have no path law to weigh paths from exact samples under
-    stage = _Stages(2 + (3 + exact + eubo) * has_truth + particles + mixture, progress)
+    stage = _Stages(2 + (3 + exact + eubo) * has_truth + 2 * particles + mixture, progress)
     try:
         what = f"running {type(sampler).__name__} ({n} particles)" if resample else f"sampling {n} paths"
         with stage(what):
@@ -323,6 +331,15 @@ def evaluate(sampler, n: int = 2000, seed: int = 12345, n_ot: int = 2000, sinkho
                 out.update(energy_w2=metrics.energy_w2(ex, et), distance_w2=metrics.wasserstein_1d(dx, dt))
                 if torch.isfinite(ex).all():  # TV: 200 bins over the reference's range (iDEM / DiKL)
                     out.update(energy_tv=metrics.histogram_tv(ex, et), distance_tv=metrics.histogram_tv(dx, dt))
+            k = min(check_dim(n_aligned, "n_aligned"), len(xa), len(tb))
+            with stage(f"aligned W2 ({k} x {k} configurations, up to permutation and rotation)"):
+                pos = target.positions if hasattr(target, "positions") else (lambda v: v)
+                N, s = target.n_particles, target.spatial_dim
+                xp, tp = pos(xa[:k]), pos(tb[:k])
+                if torch.isfinite(xp).all():
+                    out.update(aligned_w2=metrics.aligned_w2(xp, tp, N, s), n_aligned=k)
+                    if len(tb) >= 2 * k:
+                        out["aligned_w2_floor"] = metrics.aligned_w2(pos(tb[k:2 * k]), tp, N, s)
         if mixture:
             with stage("mode coverage"):
                 out.update(mode_coverage=metrics.mode_coverage(x, target), emc=metrics.emc(x, target))

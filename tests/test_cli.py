@@ -100,6 +100,12 @@ def test_run_measures_a_particle_target_against_reference_samples(tmp_path):
         return 0.5 * np.abs(ha / ha.sum() - hb / hb.sum()).sum()
     assert abs(m["energy_tv"] - tv(energy(x), energy(ref))) < 1e-12
     assert abs(m["distance_tv"] - tv(dists(x), dists(ref))) < 1e-12
+    # the aligned W2 (DEM / ASBS) on the positions, its cost matrix checked in test_metrics; solved here by scipy
+    pos = lambda a: t.positions(torch.from_numpy(a))
+    ca = cs.metrics.aligned_distances(pos(x), pos(ref), 4, 2).numpy() ** 2
+    r, k = linear_sum_assignment(ca)
+    assert m["n_aligned"] == 200 and "aligned_w2_floor" not in m  # (a floor needs 400 reference points)
+    assert abs(m["aligned_w2"] - np.sqrt(ca[r, k].mean())) < 1e-6 * m["aligned_w2"]
     with pytest.raises(ValueError, match="reference must have shape"):
         train.run_job(target="dw4_com_free", sampler="dds", loss="lv", iters=1, batch=4, steps=5, out=str(tmp_path / "bad"),
                       progress=False, n_eval=10, reference=np.zeros((10, 8)))

@@ -352,6 +352,78 @@ def test_distance_histogram_w2():
     assert M.distance_histogram_w2(x, np.vstack([x, x]), 4, 2) == 0.0
 
 
+def _reference_aligned_distance(a, b, N, s):
+    """The DEM / ASBS ground distance written out independently: scipy's Hungarian assignment on the centred
+    positions, then the best orthogonal map by scipy's Rotation.align_vectors (s = 3, proper rotations of
+    y and of -y, since O(3) = SO(3) u -SO(3)) or a fine search over angles and a reflection (s = 2)."""
+    from scipy.optimize import minimize_scalar
+    x, y = a.reshape(N, s), b.reshape(N, s)
+    x, y = x - x.mean(0), y - y.mean(0)
+    y = y[linear_sum_assignment(cdist(x, y))[1]]
+    if s == 3:
+        return math.sqrt(min(_rmsd3(x, y), _rmsd3(x, -y)))
+    best = math.inf
+    for flip in (np.eye(2), np.diag([1.0, -1.0])):
+        def cost(t, yf=y @ flip):
+            R = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+            return float(((x - yf @ R) ** 2).sum())
+        grid = np.linspace(0, 2 * math.pi, 721)
+        t0 = grid[np.argmin([cost(t) for t in grid])]
+        res = minimize_scalar(cost, bounds=(t0 - 0.01, t0 + 0.01), method="bounded", options=dict(xatol=1e-12))
+        best = min(best, res.fun)
+    return math.sqrt(best)
+
+
+def _rmsd3(x, y):
+    """min over proper rotations R of sum_i |x_i - R y_i|^2, by scipy."""
+    from scipy.spatial.transform import Rotation
+    R, _ = Rotation.align_vectors(x, y)
+    return float(((x - R.apply(y)) ** 2).sum())
+
+
+def test_aligned_distances_against_scipy_alignment():
+    """DW-4-like (4 particles in 2-d, all 24 permutations tried) and 7 particles in 3-d (scipy's Hungarian
+    solver): every entry equals the distance written out with scipy's assignment and an independent
+    alignment (angle search in 2-d, Rotation.align_vectors in 3-d); both assignment methods agree."""
+    rng = np.random.default_rng(5)
+    for N, s, n, m in ((4, 2, 6, 5), (7, 3, 4, 3)):
+        x, y = rng.standard_normal((n, N * s)) * 2, rng.standard_normal((m, N * s)) * 2
+        got = M.aligned_distances(x, y, N, s)
+        ref = np.array([[_reference_aligned_distance(a, b, N, s) for b in y] for a in x])
+        np.testing.assert_allclose(got.numpy(), ref, rtol=1e-6, atol=1e-8)
+        other = M.aligned_distances(x, y, N, s, brute_force=N > 6, chunk=2)
+        np.testing.assert_allclose(other.numpy(), got.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_aligned_w2_is_invariant_to_what_the_particles_are_invariant_to():
+    """Each configuration permuted, translated and rotated by a small angle (its particles stay matched):
+    distance 0 to the original and W2 0; a configuration against a scaled copy c x: W2 = |c - 1| |x| for one
+    configuration (the same assignment and Q = I); W2 of two sets is the OT over the aligned distances."""
+    rng = np.random.default_rng(8)
+    N, s, n = 4, 2, 30
+    base = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0], [4.0, 4.5]])
+    x = base[None] + 0.3 * rng.standard_normal((n, N, s))
+    y = np.empty_like(x)
+    for k in range(n):
+        t = rng.uniform(-0.15, 0.15)
+        R = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+        y[k] = (x[k] @ R.T + rng.standard_normal(2) * 5)[rng.permutation(N)]
+    x, y = x.reshape(n, -1), y.reshape(n, -1)
+    d = M.aligned_distances(x, y, N, s)
+    assert float(d.diagonal().abs().max()) < 1e-9 and float(d.min()) >= 0
+    assert M.aligned_w2(x, y, N, s) < 1e-8
+    one = x[:1]
+    xc = one.reshape(N, s) - one.reshape(N, s).mean(0)  # (the metric centres each configuration)
+    assert M.aligned_w2(one, 1.5 * one, N, s) == pytest.approx(0.5 * np.linalg.norm(xc), rel=1e-10)
+    # two sets: the exact OT cost over the matrix of aligned distances (independently by scipy's assignment,
+    # optimal for uniform weights and equal sizes)
+    z = rng.standard_normal((n, N * s)) * 2
+    D2 = M.aligned_distances(x, z, N, s).numpy() ** 2
+    r, c = linear_sum_assignment(D2)
+    assert M.aligned_w2(x, z, N, s) == pytest.approx(math.sqrt(D2[r, c].mean()), rel=1e-10)
+    assert M.aligned_w2(x, z, N, s, max_samples=10) > 0
+
+
 def test_particle_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"^x must have shape \(n, n_particles \* spatial_dim\)"):
         M.interatomic_distances(np.zeros((3, 7)), 4, 2)
@@ -361,6 +433,10 @@ def test_particle_errors_name_the_argument():
         M.interatomic_distances(np.zeros((3, 2)), 1, 2)
     with pytest.raises(ValueError, match="^range"):
         M.distance_histogram(np.zeros((3, 8)), 4, 2, range=(1.0, 0.0))
+    with pytest.raises(ValueError, match="^y must have shape"):
+        M.aligned_w2(np.zeros((3, 8)), np.zeros((3, 6)), 4, 2)
+    with pytest.raises(ValueError, match="NaN"):
+        M.aligned_distances(np.full((2, 8), np.nan), np.zeros((3, 8)), 4, 2)
 
 
 # ------------------------------------------------------------------------------------ issue 14 regressions

@@ -5,7 +5,9 @@
   ``mmd`` (unbiased, Gaussian kernel, median heuristic ``median_bandwidth``), ``energy_w2`` and
   ``wasserstein_1d`` (exact 1-d W2), ``histogram_tv`` (total variation of 1-d histograms);
 - Gaussian mixtures: ``assign_modes``, ``mode_coverage``, ``emc``;
-- particle systems: ``interatomic_distances``, ``distance_histogram``, ``distance_histogram_w2``.
+- particle systems: ``interatomic_distances``, ``distance_histogram``, ``distance_histogram_w2``, and
+  ``aligned_distances`` / ``aligned_w2`` (configurations compared up to permutation, translation and an
+  orthogonal map: the particle W2 of DEM's and ASBS's tables).
 - entropic OT benchmark (Gushchin et al. 2023): ``cbw2_uvp``, ``bw2_uvp``, with ``gaussian_fit`` and the
   batched ``bures_wasserstein_squared``.
 
@@ -15,11 +17,11 @@ W2 and Sinkhorn need POT (``pip install pot``).
 from .eot import bures_wasserstein_squared, bw2_uvp, cbw2_uvp, gaussian_fit
 from .importance import elbo, ess, eubo, log_Z, logmeanexp
 from .modes import assign_modes, emc, mode_coverage
-from .particles import distance_histogram, distance_histogram_w2, interatomic_distances
+from .particles import aligned_distances, aligned_w2, distance_histogram, distance_histogram_w2, interatomic_distances
 from .transport import energy_w2, histogram_tv, median_bandwidth, mmd, sinkhorn, w2, wasserstein_1d
 
 __all__ = ["log_Z", "elbo", "eubo", "ess", "logmeanexp",
            "w2", "sinkhorn", "mmd", "median_bandwidth", "energy_w2", "wasserstein_1d", "histogram_tv",
            "assign_modes", "mode_coverage", "emc",
-           "interatomic_distances", "distance_histogram", "distance_histogram_w2",
+           "interatomic_distances", "distance_histogram", "distance_histogram_w2", "aligned_distances", "aligned_w2",
            "cbw2_uvp", "bw2_uvp", "bures_wasserstein_squared", "gaussian_fit"]

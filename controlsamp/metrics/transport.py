@@ -105,18 +105,21 @@ def w2(x, y, max_samples: Optional[int] = None, seed: int = 0, numItermax: int =
         max_samples = check_dim(max_samples, "max_samples")
         gen = torch.Generator().manual_seed(check_seed(seed))
         xt, yt = _subsample(xt, max_samples, gen), _subsample(yt, max_samples, gen)
-    ot = _ot()
     xt, yt, scale = _rescaled(xt, yt)
-    M = _sq_dists(xt, yt).cpu().numpy()
+    return scale * _w2_of_costs(_sq_dists(xt, yt).cpu().numpy(), numItermax, "w2")
+
+
+def _w2_of_costs(M: np.ndarray, numItermax: int, caller: str) -> float:
+    """sqrt of the exact OT cost between uniform weights for the squared-distance matrix M (n, m)."""
     a = np.full(M.shape[0], 1.0 / M.shape[0])
     b = np.full(M.shape[1], 1.0 / M.shape[1])
     with warnings.catch_warnings():  # POT warns twice on non-convergence; one warning below instead
         warnings.filterwarnings("ignore", message="numItermax reached", category=UserWarning)
-        cost, log = ot.emd2(a, b, M, numItermax=numItermax, log=True)
+        cost, log = _ot().emd2(a, b, M, numItermax=numItermax, log=True)
     if log.get("warning") is not None:
-        warnings.warn(f"w2: exact OT solver did not reach optimality ({log['warning']}); "
-                      f"increase numItermax (now {numItermax}) or use max_samples", RuntimeWarning, stacklevel=2)
-    return scale * math.sqrt(max(float(cost), 0.0))
+        warnings.warn(f"{caller}: exact OT solver did not reach optimality ({log['warning']}); "
+                      f"increase numItermax (now {numItermax}) or use max_samples", RuntimeWarning, stacklevel=3)
+    return math.sqrt(max(float(cost), 0.0))
 
 
 def sinkhorn(x, y, eps: float, numItermax: int = 10_000, stopThr: float = 1e-9) -> float:
