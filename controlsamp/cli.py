@@ -319,6 +319,8 @@ def _check_run_args(args: argparse.Namespace) -> None:
         settable = ", ".join(n for n in targets.names() if train.dim_is_parameter(n))
         p.error(f"--dim: target {args.target} has the fixed dimension {targets.get(args.target).dim}; "
                 f"--dim applies to {settable}")
+    if args.langevin is not None and not samplers.get(args.sampler).trainable:
+        p.error(f"--langevin: --sampler {args.sampler} has no control network; leave --langevin out")
     if args.resume and not samplers.get(args.sampler).trainable:
         p.error(f"--resume: --sampler {args.sampler} trains nothing, so there is nothing to resume; "
                 "run it without --resume")
@@ -394,6 +396,7 @@ def run(args: argparse.Namespace) -> int:
                           batch=args.batch, steps=args.steps, seed=args.seed, out=args.out, device=args.device,
                           resume=args.resume, sigma=args.sigma, lr=args.lr, n_eval=args.n_eval,
                           progress=not args.quiet, fit_options=fit_options,
+                          sampler_options=None if args.langevin is None else {"langevin": args.langevin == "on"},
                           reference=args.reference, dim=args.dim, checkpoint_every=args.checkpoint_every)
     except train.JobInterrupted as exc:
         _report_interrupt(args, exc)
@@ -717,6 +720,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--force", action="store_true", help="overwrite the run already in --out")
     p_run.add_argument("--checkpoint-every", type=_positive_int, default=100,
                        help="iterations between checkpoints (one is also written at the end and on Ctrl-C)")
+    p_run.add_argument("--langevin", default=None, choices=["on", "off"], type=str.lower,
+                       help="the Langevin parametrisation of the control (a learned time gain times the clipped target "
+                            "score, added to the network; Sendera et al. 2024's LP): on or off (default: the sampler's, "
+                            "on for pis, dds and dis, off for asbs)")
     p_run.add_argument("--sigma", type=_positive_float, default=None,
                        help="reference noise scale (default: per target, see `controlsamp list`)")
     p_run.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate of the network")

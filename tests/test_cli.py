@@ -235,6 +235,25 @@ def test_local_search_options_reach_the_fit(tmp_path, capsys):
     assert exc.value.code == 2 and err.startswith("controlsamp: error:") and "local_search_burn_in" in err and "[0, 3)" in err
 
 
+def test_langevin_switch(tmp_path, capsys):
+    """--langevin off builds the control without the score term (Sendera et al.'s plain PIS), on adds it; the
+    choice is a setting of the job (a resume with another is refused) and of the saved sampler."""
+    import torch
+    assert _run(tmp_path / "off", "--loss", "tb", "--langevin", "off") == 0
+    assert _run(tmp_path / "on", "--loss", "tb", "--langevin", "ON") == 0
+    for name, flag in (("off", False), ("on", True)):
+        assert json.loads((tmp_path / name / "job.json").read_text())["sampler_options"] == {"langevin": flag}
+        saved = torch.load(tmp_path / name / "sampler.pt", weights_only=False)
+        assert saved["config"]["langevin"] is flag
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        _run(tmp_path / "off", "--loss", "tb", "--langevin", "on", "--resume")
+    assert exc.value.code == 2 and "langevin" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        _run(tmp_path / "smc", "--sampler", "smc", "--langevin", "off")
+    assert exc.value.code == 2 and "--langevin: --sampler smc" in capsys.readouterr().err
+
+
 def test_dim_for_targets_that_take_one(tmp_path, capsys):
     assert _run(tmp_path / "g3", "--target", "gaussian", "--dim", "3") == 0
     assert np.load(tmp_path / "g3" / "samples.npy").shape == (100, 3)
