@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from . import metrics, parallel, samplers, targets
 from .control.objectives import REGISTRY as OBJECTIVES
 from ._validate import check_device, check_dim, check_points
-from .training import atomic_write
+from .training import atomic_write, remove_stale_temporaries
 from .weights import systematic_resample
 
 # Settings per target: the reference noise scale (Sendera et al. 2024 use sigma^2 = 5 on gmm25, 1 on
@@ -177,11 +177,13 @@ def save_npy(path: str, array: np.ndarray) -> None:
 
 
 def prepare_out(out: str, job: dict, resume: bool, files: Callable[[str], List[str]]) -> None:
-    """Rank 0 (the only process that writes; see :mod:`controlsamp.parallel`) makes ``out``, removes the files
-    ``files(out)`` of an earlier run there unless ``resume``, and writes ``job.json``; every process of a group
-    then waits until it has."""
+    """Rank 0 (the only process that writes; see :mod:`controlsamp.parallel`) makes ``out``, removes the
+    temporary files of writes killed there (:func:`controlsamp.training.remove_stale_temporaries`) and the files
+    ``files(out)`` of an earlier run unless ``resume``, and writes ``job.json``; every process of a group then
+    waits until it has."""
     if parallel.rank() == 0:
         os.makedirs(out, exist_ok=True)
+        remove_stale_temporaries(out)  # what a run killed mid-write (SIGKILL) left
         if not resume:  # a new run: nothing of an earlier one may remain next to it
             for f in files(out):
                 os.remove(os.path.join(out, f))

@@ -175,6 +175,34 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
         _write_and_rename(tmp, path, write)
 
 
+_TEMPORARY = re.compile(r"^.+\.tmp(?P<pid>\d+)-[0-9a-f]{8}$")  # atomic_write's temporary names
+
+
+def remove_stale_temporaries(folder: str) -> List[str]:
+    """Remove the temporary files :func:`atomic_write` left in ``folder`` when its process was killed
+    mid-write (SIGKILL, power loss): those named for a process that no longer runs. Returns their names.
+    POSIX only (elsewhere a process cannot be probed without signalling it): removes nothing there."""
+    if os.name != "posix" or not os.path.isdir(folder):
+        return []
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        m = _TEMPORARY.match(name)
+        if m is None:
+            continue
+        try:
+            os.kill(int(m["pid"]), 0)  # signal 0: only asks whether the process exists
+        except (ProcessLookupError, OverflowError):  # no such process / a pid no process can have
+            pass
+        except PermissionError:  # a live process of another user
+            continue
+        else:  # a live process, which may be writing it now
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(folder, name))
+            removed.append(name)
+    return removed
+
+
 def _write_and_rename(tmp: str, path: str, write: Callable[[str], None]) -> None:
     try:
         write(tmp)

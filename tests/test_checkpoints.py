@@ -384,6 +384,26 @@ def test_saves_are_atomic(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == sorted([f"{n}.pt" for n in objects] + ["ck.pt"])
 
 
+@pytest.mark.skipif(os.name != "posix", reason="a process is probed with signal 0 on POSIX only")
+def test_a_run_removes_the_temporaries_of_killed_writers(tmp_path):
+    """A write killed by SIGKILL leaves atomic_write's temporary file. Starting or resuming a run in the folder
+    removes those of processes that no longer run; a live writer's, and files of other names, stay."""
+    import subprocess
+    import sys
+
+    from controlsamp import train
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # its pid now names no process
+    names = [f"checkpoint.pt.tmp{child.pid}-0123abcd", f"metrics.json.tmp{os.getpid()}-89abcdef",
+             "checkpoint.pt.tmp-notes", "notes.txt"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"x")
+    assert sorted(os.listdir(tmp_path)) == sorted(names)
+    train.prepare_out(str(tmp_path), {"target": "gmm25"}, True, train.run_files)
+    assert sorted(os.listdir(tmp_path)) == sorted(names[1:] + ["job.json"])
+    assert training.remove_stale_temporaries(str(tmp_path)) == []
+
+
 # ----------------------------------------------------------------------- 4. exact resume after an interrupt
 def _run_interrupted(make, fit, monkeypatch, points, ck):
     """Train ``make()`` with ``fit(obj, checkpoint, resume)``, interrupted at each of ``points`` ((owner, name,

@@ -221,6 +221,7 @@ def test_cli_run_killed_at_random_moments_resumes_to_the_uninterrupted_run(tmp_p
         done.append(state["iteration"])
     assert done == sorted(done) and done[0] < done[-1]  # the kills landed at different points of the run
     assert cli.main(args + ["--out", str(out), "--resume"]) == 0
+    assert not [f for f in os.listdir(out) if ".tmp" in f]  # a killed write's temporary is removed on resume
     assert np.array_equal(np.load(ref / "samples.npy"), np.load(out / "samples.npy"))
     m_ref, m_out = (json.load(open(d / "metrics.json")) for d in (ref, out))
     for key in ("log_Z", "elbo", "ess", "w2", "target_evals"):
