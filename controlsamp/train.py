@@ -269,6 +269,7 @@ def evaluate(sampler, n: int = 2000, seed: int = 12345, n_ot: int = 2000, sinkho
     against 0.03 between two MALA reference sets). Diffusion samplers' samples are used as drawn.
     """
     target = sampler.target
+    n_aligned = check_dim(n_aligned, "n_aligned")
     evals_before = sampler.target_evals
     exact = reference is None
     has_truth = _has_exact_sampler(target) if exact else True
@@ -333,7 +334,7 @@ def evaluate(sampler, n: int = 2000, seed: int = 12345, n_ot: int = 2000, sinkho
                 out.update(energy_w2=metrics.energy_w2(ex, et), distance_w2=metrics.wasserstein_1d(dx, dt))
                 if torch.isfinite(ex).all():  # TV: 200 bins over the reference's range (iDEM / DiKL)
                     out.update(energy_tv=metrics.histogram_tv(ex, et), distance_tv=metrics.histogram_tv(dx, dt))
-            k = min(check_dim(n_aligned, "n_aligned"), len(xa), len(tb))
+            k = min(n_aligned, len(xa), len(tb))
             with stage(f"aligned W2 ({k} x {k} configurations, up to permutation and rotation)"):
                 pos = target.positions if hasattr(target, "positions") else (lambda v: v)
                 N, s = target.n_particles, target.spatial_dim

@@ -178,6 +178,17 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
 _TEMPORARY = re.compile(r"^.+\.tmp(?P<pid>\d+)-[0-9a-f]{8}$")  # atomic_write's temporary names
 
 
+def _process_exists(pid: int) -> bool:
+    """Whether a process ``pid`` runs (POSIX: signal 0 only probes; another user's process counts)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process / a pid no process can have
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_stale_temporaries(folder: str) -> List[str]:
     """Remove the temporary files :func:`atomic_write` left in ``folder`` when its process was killed
     mid-write (SIGKILL, power loss): those named for a process that no longer runs. Returns their names.
@@ -187,15 +198,7 @@ def remove_stale_temporaries(folder: str) -> List[str]:
     removed = []
     for name in sorted(os.listdir(folder)):
         m = _TEMPORARY.match(name)
-        if m is None:
-            continue
-        try:
-            os.kill(int(m["pid"]), 0)  # signal 0: only asks whether the process exists
-        except (ProcessLookupError, OverflowError):  # no such process / a pid no process can have
-            pass
-        except PermissionError:  # a live process of another user
-            continue
-        else:  # a live process, which may be writing it now
+        if m is None or _process_exists(int(m["pid"])):  # a live writer may be writing it now
             continue
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(folder, name))
