@@ -319,8 +319,11 @@ def _check_run_args(args: argparse.Namespace) -> None:
         settable = ", ".join(n for n in targets.names() if train.dim_is_parameter(n))
         p.error(f"--dim: target {args.target} has the fixed dimension {targets.get(args.target).dim}; "
                 f"--dim applies to {settable}")
-    if args.langevin is not None and not samplers.get(args.sampler).trainable:
-        p.error(f"--langevin: --sampler {args.sampler} has no control network; leave --langevin out")
+    if not samplers.get(args.sampler).trainable:
+        for flag in ("langevin", "hidden", "depth", "n_freq"):
+            if getattr(args, flag) is not None:
+                name = "--" + flag.replace("_", "-")
+                p.error(f"{name}: --sampler {args.sampler} has no control network; leave {name} out")
     if args.resume and not samplers.get(args.sampler).trainable:
         p.error(f"--resume: --sampler {args.sampler} trains nothing, so there is nothing to resume; "
                 "run it without --resume")
@@ -379,6 +382,14 @@ def _checked_or_launched(args: argparse.Namespace, check: Callable[[], None]) ->
     return _launch(args) if args.nproc > 1 else None
 
 
+def _sampler_options(args: argparse.Namespace) -> dict:
+    """The control network's settings given on the command line (the sampler's defaults for the others)."""
+    options = _given(hidden=args.hidden, depth=args.depth, n_freq=args.n_freq)
+    if args.langevin is not None:
+        options["langevin"] = args.langevin == "on"
+    return options
+
+
 def run(args: argparse.Namespace) -> int:
     from . import train
     status = _checked_or_launched(args, lambda: _check_run_args(args))
@@ -396,7 +407,7 @@ def run(args: argparse.Namespace) -> int:
                           batch=args.batch, steps=args.steps, seed=args.seed, out=args.out, device=args.device,
                           resume=args.resume, sigma=args.sigma, lr=args.lr, n_eval=args.n_eval,
                           progress=not args.quiet, fit_options=fit_options,
-                          sampler_options=None if args.langevin is None else {"langevin": args.langevin == "on"},
+                          sampler_options=_sampler_options(args) or None,
                           reference=args.reference, dim=args.dim, checkpoint_every=args.checkpoint_every)
     except train.JobInterrupted as exc:
         _report_interrupt(args, exc)
@@ -724,6 +735,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the Langevin parametrisation of the control (a learned time gain times the clipped target "
                             "score, added to the network; Sendera et al. 2024's LP): on or off (default: the sampler's, "
                             "on for pis, dds and dis, off for asbs)")
+    p_run.add_argument("--hidden", type=_positive_int, default=None,
+                       help="width of the control network's hidden layers (default: the sampler's, 64)")
+    p_run.add_argument("--depth", type=_positive_int, default=None,
+                       help="hidden layers of the control network (default: the sampler's, 2)")
+    p_run.add_argument("--n-freq", type=_positive_int, default=None,
+                       help="Fourier frequencies of the network's time features sin/cos(2 pi k t / T), k = 1..N "
+                            "(default: the sampler's, 4)")
     p_run.add_argument("--sigma", type=_positive_float, default=None,
                        help="reference noise scale (default: per target, see `controlsamp list`)")
     p_run.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate of the network")

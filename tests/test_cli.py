@@ -254,6 +254,34 @@ def test_langevin_switch(tmp_path, capsys):
     assert exc.value.code == 2 and "--langevin: --sampler smc" in capsys.readouterr().err
 
 
+def test_network_size_flags(tmp_path, capsys):
+    """--hidden, --depth and --n-freq build the control network of that size (counted from its parameters:
+    first layer (d + 2N + 1) x h, then depth - 1 layers h x h, an output h x d, and the gain's
+    (2N + 1) x h + h x d); they are settings of the job, and refused for a sampler without a network."""
+    import torch
+    assert _run(tmp_path / "big", "--loss", "tb", "--hidden", "24", "--depth", "3", "--n-freq", "7") == 0
+    job = json.loads((tmp_path / "big" / "job.json").read_text())
+    assert job["sampler_options"] == dict(hidden=24, depth=3, n_freq=7)
+    saved = torch.load(tmp_path / "big" / "sampler.pt", weights_only=False)
+    assert {k: saved["config"][k] for k in ("hidden", "depth", "n_freq")} == dict(hidden=24, depth=3, n_freq=7)
+    d, h, f = 2, 24, 2 * 7 + 1
+    weights = [v for k, v in saved["modules"]["policy"].items() if k.endswith("weight")]
+    shapes = sorted(tuple(w.shape) for w in weights)
+    expected = sorted([(h, d + f), (h, h), (h, h), (d, h), (h, f), (d, h)])
+    assert shapes == expected
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        _run(tmp_path / "big", "--loss", "tb", "--hidden", "32", "--depth", "3", "--n-freq", "7", "--resume")
+    assert exc.value.code == 2 and "hidden: 24 then, 32 now" in capsys.readouterr().err
+    for flag in ("--hidden", "--depth", "--n-freq"):
+        with pytest.raises(SystemExit) as exc:
+            _run(tmp_path / "smc", "--sampler", "smc", flag, "3")
+        assert exc.value.code == 2 and f"{flag}: --sampler smc" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        _run(tmp_path / "zero", "--hidden", "0")
+    assert exc.value.code == 2 and "--hidden" in capsys.readouterr().err
+
+
 def test_dim_for_targets_that_take_one(tmp_path, capsys):
     assert _run(tmp_path / "g3", "--target", "gaussian", "--dim", "3") == 0
     assert np.load(tmp_path / "g3" / "samples.npy").shape == (100, 3)
