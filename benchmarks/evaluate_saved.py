@@ -19,13 +19,19 @@ import os
 from controlsamp import samplers, train
 
 
-def evaluate_run(folder: str, n_eval: int) -> dict:
+def load_run(folder: str):
+    """``(job, sampler)``: the job.json of the finished run in ``folder`` and its trained sampler."""
     with open(os.path.join(folder, "job.json")) as f:
         job = json.load(f)
     tgt = train.make_target(job["target"], job["dim"] if train.dim_is_parameter(job["target"]) else None)
     cls = samplers.get(job["sampler"])
     smp = cls(tgt, steps=job["steps"], sigma=job["sigma"], seed=job["seed"], **job.get("sampler_options", {}))
     smp.load(os.path.join(folder, "sampler.pt"))
+    return job, smp
+
+
+def evaluate_run(folder: str, n_eval: int) -> dict:
+    job, smp = load_run(folder)
     sinkhorn_eps = train.target_settings(job["target"])["sinkhorn_eps"]
     m, _ = train.evaluate(smp, n=n_eval, seed=job["seed"] + 12345, n_ot=2000, sinkhorn_eps=sinkhorn_eps)
     return m

@@ -12,28 +12,21 @@ RUN_DIR holds ``job.json`` and ``sampler.pt`` of a finished ``controlsamp run`` 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
 import numpy as np
 import torch
 
-from controlsamp import samplers, train
+from evaluate_saved import load_run
 
 BANDS = ((-np.inf, -6.0), (-6.0, -3.0), (-3.0, 0.0), (0.0, 3.0), (3.0, 6.0), (6.0, np.inf))
 
 
 def eubo_by_band(folder: str, n: int, seed: int) -> list:
     """Rows (band, share, mean log w, median log w, contribution) for the run in ``folder``."""
-    with open(os.path.join(folder, "job.json")) as f:
-        job = json.load(f)
+    job, smp = load_run(folder)
     if not job["target"].startswith("funnel"):
         raise ValueError(f"{folder}: the run's target is {job['target']!r}; this table is for funnel targets")
-    tgt = train.make_target(job["target"], job["dim"] if train.dim_is_parameter(job["target"]) else None)
-    smp = samplers.get(job["sampler"])(tgt, steps=job["steps"], sigma=job["sigma"], seed=job["seed"],
-                                       **job.get("sampler_options", {}))
-    smp.load(os.path.join(folder, "sampler.pt"))
-    x = tgt.sample(n, generator=torch.Generator().manual_seed(seed))
+    x = smp.target.sample(n, generator=torch.Generator().manual_seed(seed))
     log_w = smp.eubo_log_weights(x, torch.Generator().manual_seed(seed + 1)).double().cpu().numpy()
     x0 = x[:, 0].double().cpu().numpy()
     rows = [("all", 1.0, log_w.mean(), float(np.median(log_w)), log_w.mean())]
