@@ -161,8 +161,8 @@ def check(args: argparse.Namespace) -> int:
     return 0
 
 
-METRIC_KEYS = ("log_Z", "log_Z_se", "log_Z_true", "delta_log_Z", "delta_log_Z_rw", "elbo", "eubo", "ess", "w2",
-               "w2_floor", "sinkhorn", "energy_w2", "distance_w2", "aligned_w2", "aligned_w2_floor", "mode_coverage", "emc",
+METRIC_KEYS = ("log_Z", "log_Z_se", "log_Z_true", "delta_log_Z", "delta_log_Z_rw", "elbo", "elbo_se", "eubo",
+               "eubo_se", "ess", "w2", "w2_floor", "sinkhorn", "energy_w2", "distance_w2", "aligned_w2", "aligned_w2_floor", "mode_coverage", "emc",
                "target_evals", "wall_time_s")
 
 # One short gloss per printed metric (controlsamp.metrics has the definitions and references).
@@ -173,7 +173,9 @@ GLOSS = {
     "delta_log_Z": "|log Z - ELBO|, the ELBO gap: KL(sampler || target) on paths; 0 is perfect",
     "delta_log_Z_rw": "|log_Z - log_Z_true|, the error of the log Z estimate",
     "elbo": "ELBO = mean log w, a lower bound on log Z",
+    "elbo_se": "standard error of elbo and of delta_log_Z (CLT: std of log w / sqrt(n))",
     "eubo": "EUBO = mean log w of paths from exact samples, an upper bound on log Z",
+    "eubo_se": "standard error of eubo (CLT); large where a few exact samples carry huge log w",
     "ess": "effective sample size of the weights / n, in (0, 1]; 1 is perfect",
     "w2": "2-Wasserstein distance to exact samples (to the --reference samples where given)",
     "w2_floor": "W2 between two exact sample sets of these sizes: what a perfect sampler shows",

@@ -5,11 +5,12 @@
 * ``job.json``: the job's settings (written first; a resumed job must have the same ones, see
   :data:`JOB_KEYS`);
 * ``samples.npy`` (n x d, float32), the sampler's samples;
-* ``metrics.json``: ``log_Z`` (importance estimate) with ``log_Z_se`` (bootstrap), ``elbo``, ``ess``
+* ``metrics.json``: ``log_Z`` (importance estimate) with ``log_Z_se`` (bootstrap), ``elbo`` with
+  ``elbo_se`` (CLT), ``ess``
   (normalised), ``target_evals`` (energy evaluations spent training, each log-density or score of one
   point counted once), ``wall_time_s`` (training), and where the target allows: ``log_Z_true``,
-  ``delta_log_Z`` (|ELBO - log Z|) and ``delta_log_Z_rw`` (|importance estimate - log Z|), ``eubo`` (backward
-  paths from exact samples), ``w2`` (exact OT, POT emd2, against exact samples) with ``w2_floor`` (the same
+  ``delta_log_Z`` (|ELBO - log Z|) and ``delta_log_Z_rw`` (|importance estimate - log Z|), ``eubo`` with ``eubo_se``
+  (backward paths from exact samples), ``w2`` (exact OT, POT emd2, against exact samples) with ``w2_floor`` (the same
   W2 between two independent exact sample sets of the evaluation's sizes: what a perfect sampler would
   show), ``sinkhorn`` (with its ``sinkhorn_eps``, on the first ``n_sinkhorn`` = 500 samples of each set, at
   most 2000 iterations: its cost per iteration is quadratic in the sample size), ``mode_coverage`` and
@@ -291,7 +292,7 @@ def evaluate(sampler, n: int = 2000, seed: int = 12345, n_ot: int = 2000, sinkho
         with stage("log Z, ELBO, ESS" if weighted else "no importance weights: no log Z, ELBO or ESS"):
             if weighted:
                 est, se = metrics.log_Z(lw, seed=seed)
-                out.update(log_Z=est, log_Z_se=se, elbo=metrics.elbo(lw), ess=metrics.ess(lw))
+                out.update(log_Z=est, log_Z_se=se, elbo=metrics.elbo(lw), elbo_se=metrics.mean_se(lw), ess=metrics.ess(lw))
         if target.log_Z is not None and weighted:
             out.update(log_Z_true=float(target.log_Z), delta_log_Z=abs(out["elbo"] - target.log_Z),
                        delta_log_Z_rw=abs(est - target.log_Z))
@@ -309,7 +310,7 @@ def evaluate(sampler, n: int = 2000, seed: int = 12345, n_ot: int = 2000, sinkho
                 eubo_gen = gen if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(seed + 1)
                 eubo_lw = sampler.eubo_log_weights(truth, eubo_gen)
             if eubo_lw is not None:  # paths from the truth under the sampler's path law
-                out["eubo"] = metrics.eubo(eubo_lw)
+                out.update(eubo=metrics.eubo(eubo_lw), eubo_se=metrics.mean_se(eubo_lw, "eubo log weights"))
         if truth is not None:
             a, b = x[:n_ot].double().cpu(), truth[:n_ot].double().cpu()
             with stage(f"W2 (exact OT, {len(a)} x {len(b)} points)"):

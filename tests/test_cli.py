@@ -37,9 +37,10 @@ def test_run_writes_samples_metrics_checkpoint_and_picture(tmp_path, capsys):
     x = np.load(out / "samples.npy")
     assert x.shape == (300, 2)
     m = json.loads((out / "metrics.json").read_text())
-    for key in ("log_Z", "elbo", "ess", "target_evals", "wall_time_s", "log_Z_true", "w2", "sinkhorn", "eubo",
-                "mode_coverage"):
+    for key in ("log_Z", "elbo", "elbo_se", "ess", "target_evals", "wall_time_s", "log_Z_true", "w2", "sinkhorn",
+                "eubo", "eubo_se", "mode_coverage"):
         assert key in m, key
+    assert 0 < m["elbo_se"] < math.inf and 0 < m["eubo_se"] < math.inf
     assert m["elbo"] <= m["log_Z"]  # Jensen, exact for the sample
     assert m["target_evals"] == 6 * 16 * 11  # 10 scores and one reward per path
     assert (out / "samples.png").stat().st_size > 10_000

@@ -73,6 +73,26 @@ def test_elbo_log_Z_eubo_order_on_gaussians():
         assert M.elbo(lw) <= M.log_Z(lw)[0]
 
 
+def test_mean_se_is_the_clt_standard_error():
+    """log w ~ N(mu, s^2): on n = 20000 paths mean_se matches s / sqrt(n) (the sample sd's relative sd is
+    1/sqrt(2n) = 0.5%, so 2.5% is a 5-sigma band); and over 400 replicates of n = 50 the interval
+    mean +- 1.96 se covers mu in a fraction within 4 binomial sd of the Student-t coverage
+    P(|T_49| < 1.96) (scipy)."""
+    rng = np.random.default_rng(4)
+    mu, s, n = 0.3, 2.0, 20000
+    se = M.mean_se(mu + s * rng.standard_normal(n))
+    assert isinstance(se, float) and abs(se / (s / math.sqrt(n)) - 1) < 0.025
+    reps, m = 400, 50
+    draws = mu + s * rng.standard_normal((reps, m))
+    covered = np.mean([abs(M.elbo(d) - mu) < 1.96 * M.mean_se(torch.as_tensor(d)) for d in draws])
+    p = 2 * stats.t.cdf(1.96, m - 1) - 1
+    assert abs(covered - p) < 4 * math.sqrt(p * (1 - p) / reps)
+    assert M.mean_se(np.array([0.0, -np.inf, 1.0])) == math.inf  # the mean is -inf
+    assert math.isnan(M.mean_se([2.5]))  # one path: no spread to measure
+    with pytest.raises(ValueError, match="eubo log weights has 1 non-finite"):
+        M.mean_se([0.0, np.nan], "eubo log weights")
+
+
 def test_ess():
     rng = np.random.default_rng(3)
     n = 500

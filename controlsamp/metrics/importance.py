@@ -28,7 +28,7 @@ from .. import weights
 from .._validate import DTYPE, check_dim, check_int, check_seed
 from ..weights import logmeanexp as _logmeanexp
 
-__all__ = ["log_Z", "elbo", "eubo", "ess", "logmeanexp"]
+__all__ = ["log_Z", "elbo", "eubo", "mean_se", "ess", "logmeanexp"]
 
 
 def _check_log_w(log_w, name: str = "log_w") -> torch.Tensor:
@@ -145,6 +145,25 @@ def eubo(log_w_target) -> float:
     same formula as for forward paths.
     """
     return float(_check_log_w(log_w_target, "log_w_target").mean())
+
+
+def mean_se(log_w, name: str = "log_w") -> float:
+    r"""Standard error of the ELBO or the EUBO as estimated from n paths: the CLT's
+
+    .. math:: \mathrm{se} = s / \sqrt{n}, \qquad s^2 = \frac{1}{n-1}\sum_i (\log w_i - \overline{\log w})^2 .
+
+    Comparisons of an ELBO gap with a published one need it: on funnel10 2000 paths give an ELBO
+    se of about 0.02, and the EUBO's se there is of the order of the EUBO's excess over log Z (a few
+    exact samples in the funnel's wide mouth carry log weights in the thousands). ``inf`` when an entry
+    is -inf (the mean is then -inf); ``nan`` for a single path (no spread to measure).
+    """
+    lw = _check_log_w(log_w, name)
+    n = lw.shape[0]
+    if n < 2:
+        return math.nan
+    if torch.isinf(lw).any():
+        return math.inf
+    return float(lw.std(unbiased=True)) / math.sqrt(n)
 
 
 def ess(log_w) -> float:
