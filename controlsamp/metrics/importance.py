@@ -152,8 +152,8 @@ def mean_se(log_w, name: str = "log_w") -> float:
 
     .. math:: \mathrm{se} = s / \sqrt{n}, \qquad s^2 = \frac{1}{n-1}\sum_i (\log w_i - \overline{\log w})^2 .
 
-    Comparisons of an ELBO gap with a published one need it: on funnel10 2000 paths give an ELBO
-    se of about 0.02, and the EUBO's se there is of the order of the EUBO's excess over log Z (a few
+    Comparisons of an ELBO gap with a published one need it: on 2000 paths of trained samplers the
+    ELBO's se was 0.015 on funnel10 (DDS) and 0.073 on manywell32 (PIS), and the EUBO's se on funnel10 there is of the order of the EUBO's excess over log Z (a few
     exact samples in the funnel's wide mouth carry log weights in the thousands). ``inf`` when an entry
     is -inf (the mean is then -inf); ``nan`` for a single path (no spread to measure).
     """
