@@ -326,6 +326,8 @@ def _check_run_args(args: argparse.Namespace) -> None:
             if getattr(args, flag) is not None:
                 name = "--" + flag.replace("_", "-")
                 p.error(f"{name}: --sampler {args.sampler} has no control network; leave {name} out")
+    if args.grad_clip is not None and not samplers.get(args.sampler).trainable:
+        p.error(f"--grad-clip: --sampler {args.sampler} trains nothing; leave --grad-clip out")
     if args.resume and not samplers.get(args.sampler).trainable:
         p.error(f"--resume: --sampler {args.sampler} trains nothing, so there is nothing to resume; "
                 "run it without --resume")
@@ -399,7 +401,8 @@ def run(args: argparse.Namespace) -> int:
         return status
     fit_options = _given(explore=args.explore, buffer=args.buffer, local_search_every=args.local_search_every,
                          local_search_steps=args.local_search_steps, local_search_buffer=args.local_search_buffer,
-                         lr_schedule=None if args.lr_schedule == "none" else args.lr_schedule)
+                         lr_schedule=None if args.lr_schedule == "none" else args.lr_schedule,
+                         grad_clip=args.grad_clip)
     if args.local_search_burn_in is not None:  # (0 is a burn-in, not "unset")
         fit_options["local_search_burn_in"] = args.local_search_burn_in
     if args.shards is not None:
@@ -749,6 +752,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate of the network")
     p_run.add_argument("--lr-schedule", default="none", choices=["none", "cosine"], type=str.lower,
                        help="learning-rate schedule: constant, or cosine annealing to 0 over --iters")
+    p_run.add_argument("--grad-clip", type=_positive_float, default=None,
+                       help="clip the gradient's norm to this before each step (default: no clipping); a run "
+                            "whose loss spikes at a high --lr can otherwise take one ruinous step")
     p_run.add_argument("--explore", type=_nonnegative_float, default=0.0,
                        help="exploration noise of the behaviour paths (off-policy losses: lv, tb, vargrad)")
     p_run.add_argument("--buffer", type=_count, default=0, help="replay-buffer capacity (0: none)")

@@ -283,6 +283,34 @@ def test_network_size_flags(tmp_path, capsys):
     assert exc.value.code == 2 and "--hidden" in capsys.readouterr().err
 
 
+def test_grad_clip_flag(tmp_path, capsys):
+    """--grad-clip is a fit setting of the job and reaches the optimiser: under Adam a step moves each weight
+    by lr * g / (|g| + 1e-8), so a norm clipped to 1e-30 leaves the network at its initial weights (those of
+    a sampler built with the run's seed) to 1e-12, where the unclipped run moves them by about lr."""
+    import torch
+
+    from controlsamp import samplers, train
+    assert _run(tmp_path / "clip", "--loss", "tb", "--grad-clip", "1e-30") == 0
+    assert _run(tmp_path / "free", "--loss", "tb") == 0
+    job = json.loads((tmp_path / "clip" / "job.json").read_text())
+    assert job["fit_options"]["grad_clip"] == 1e-30
+    init = samplers.get(job["sampler"])(train.make_target(job["target"]), steps=job["steps"], sigma=job["sigma"],
+                                        seed=job["seed"]).policy.state_dict()
+
+    def moved(run):
+        saved = torch.load(tmp_path / run / "sampler.pt", weights_only=False)["modules"]["policy"]
+        return max(float((saved[k].double() - init[k].double()).abs().max()) for k in init)
+    assert moved("clip") < 1e-12
+    assert moved("free") > 0.1 * job["lr"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        _run(tmp_path / "clip", "--loss", "tb", "--grad-clip", "1.0", "--resume")
+    assert exc.value.code == 2 and "grad_clip" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        _run(tmp_path / "smc", "--sampler", "smc", "--grad-clip", "1.0")
+    assert exc.value.code == 2 and "--grad-clip: --sampler smc" in capsys.readouterr().err
+
+
 def test_dim_for_targets_that_take_one(tmp_path, capsys):
     assert _run(tmp_path / "g3", "--target", "gaussian", "--dim", "3") == 0
     assert np.load(tmp_path / "g3" / "samples.npy").shape == (100, 3)
