@@ -141,6 +141,29 @@ def test_adjoint_is_refused_for_the_exponential_scheme_and_the_default_backpropa
     assert len(s.history["loss"]) == 2
 
 
+def test_history_records_the_gradient_norm_before_clipping(monkeypatch):
+    """history["grad_norm"] is the norm of the gradient each iteration (before clipping), as the control
+    solver's: measured independently inside Adam's step as sqrt(sum |grad|^2) over its parameters, without a
+    clip (equal to float32 rounding) and with a clip below every norm (the step then sees exactly the clip)."""
+    seen = []
+    step = torch.optim.Adam.step
+
+    def measured(self, *args, **kwargs):
+        seen.append(math.sqrt(sum(float((p.grad.double() ** 2).sum()) for g in self.param_groups
+                                  for p in g["params"] if p.grad is not None)))
+        return step(self, *args, **kwargs)
+    monkeypatch.setattr(torch.optim.Adam, "step", measured)
+    s = cs.samplers.PIS(gaussian_target(2), steps=8, seed=1)
+    s.fit(5, batch=16, loss="lv", progress=False)
+    assert len(s.history["grad_norm"]) == 5 and len(seen) == 5
+    for a, b in zip(s.history["grad_norm"], seen):
+        assert abs(a - b) < 1e-5 * b, (a, b)
+    seen.clear()
+    c = cs.samplers.PIS(gaussian_target(2), steps=8, seed=1)
+    c.fit(3, batch=16, loss="lv", progress=False, grad_clip=1e-3)
+    assert min(c.history["grad_norm"]) > 1e-3 and max(abs(v - 1e-3) for v in seen) < 1e-8
+
+
 def test_adjoint_matching_trains_pis_toward_the_follmer_drift():
     """Samplers accept every control objective: adjoint matching (regression onto the lean adjoint of the
     scheme's chain) lowers PIS's KL on a Gaussian target (log Z = 0, so -ELBO is the KL)."""

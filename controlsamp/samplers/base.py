@@ -218,6 +218,11 @@ class DiffusionSampler:
                 shards' mean; run in a ``torch.distributed`` group (``torchrun``, ``controlsamp run --nproc``)
                 the processes share the shards. The result depends on the seed and ``shards``, not on the
                 number of processes. Only the checkpoint's writer (rank 0) writes it.
+            grad_clip: None (no clipping) or the norm the gradient is clipped to before each step.
+
+        Each iteration appends to ``self.history``: ``loss``, ``backward`` (1 for a backward-path iteration),
+        ``grad_norm`` (the gradient's norm before clipping), ``target_evals`` (cumulative), ``seconds``, and
+        where the objective gives them ``elbo`` and ``log_Z`` of the batch and TB's ``log_Z_param``.
         """
         loss = self.default_loss if loss is None else loss
         if not isinstance(loss, (str, Objective)):
@@ -312,12 +317,12 @@ class DiffusionSampler:
             batches = [Batch(per_shard, st, st.entropy(it), self.device, self.dtype, p)
                        for st, p in zip(streams, paths)]
             value, loss_value, info = objective.sharded(problem, policy, batches, dp)
-            descend(value, opt, list(policy.parameters()) + list(objective.parameters()), grad_clip,
-                    f"iteration {it} (loss {loss_value:.4g})", sched, dp)
+            gnorm = descend(value, opt, list(policy.parameters()) + list(objective.parameters()), grad_clip,
+                            f"iteration {it} (loss {loss_value:.4g})", sched, dp)
             if buf is not None and local_search_every and (it + 1) % local_search_every == 0 and len(buf) >= batch:
                 search()
             self.target_evals = dp.count_since(evals_before, self.target_evals)  # every process's energy evaluations
-            rec = {"loss": loss_value, "backward": float(backward),
+            rec = {"loss": loss_value, "backward": float(backward), "grad_norm": gnorm,
                    "target_evals": float(self.target_evals)}
             if "log_w" in info:
                 lw = info["log_w"]
