@@ -6,9 +6,9 @@ biased low by Jensen's inequality, the more so the fewer paths: compare RW gaps 
 
     python benchmarks/evaluate_saved.py RUN_DIR [RUN_DIR ...] --n-eval 10000
 
-RUN_DIR holds ``job.json`` and ``sampler.pt`` of a finished run. Prints the ELBO gap with its standard error, the RW gap with
-the log Z standard error and the ESS per run (evaluation seed 12345 + the run's seed, as ``controlsamp run``). ``--write`` also saves
-them as ``metrics-n{N}.json`` in RUN_DIR.
+RUN_DIR holds ``job.json`` and ``sampler.pt`` of a finished run. Prints the ELBO gap with its standard error, the
+RW gap with the log Z standard error and the ESS per run (evaluation seed 12345 + the run's seed, as ``controlsamp
+run``). ``--write`` also saves them as ``metrics-n{N}.json`` in RUN_DIR.
 """
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ def main(argv=None) -> None:
         m = evaluate_run(folder, a.n_eval)
         if a.write:
             train.write_json(os.path.join(folder, f"metrics-n{a.n_eval}.json"), m)
-        print(f"| {os.path.basename(os.path.normpath(folder))} | {a.n_eval} | {m['delta_log_Z']:.3f} | {m['elbo_se']:.3f} | "
-              f"{m['delta_log_Z_rw']:.3f} | {m['log_Z_se']:.3f} | {m['ess']:.4f} |")
+        print(f"| {os.path.basename(os.path.normpath(folder))} | {a.n_eval} | {m['delta_log_Z']:.3f} | "
+              f"{m['elbo_se']:.3f} | {m['delta_log_Z_rw']:.3f} | {m['log_Z_se']:.3f} | {m['ess']:.4f} |")
 
 
 if __name__ == "__main__":

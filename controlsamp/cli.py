@@ -162,8 +162,8 @@ def check(args: argparse.Namespace) -> int:
 
 
 METRIC_KEYS = ("log_Z", "log_Z_se", "log_Z_true", "delta_log_Z", "delta_log_Z_rw", "elbo", "elbo_se", "eubo",
-               "eubo_se", "ess", "w2", "w2_floor", "sinkhorn", "energy_w2", "distance_w2", "aligned_w2", "aligned_w2_floor", "mode_coverage", "emc",
-               "target_evals", "wall_time_s")
+               "eubo_se", "ess", "w2", "w2_floor", "sinkhorn", "energy_w2", "distance_w2", "aligned_w2",
+               "aligned_w2_floor", "mode_coverage", "emc", "target_evals", "wall_time_s")
 
 # One short gloss per printed metric (controlsamp.metrics has the definitions and references).
 GLOSS = {

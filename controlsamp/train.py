@@ -292,7 +292,8 @@ def evaluate(sampler, n: int = 2000, seed: int = 12345, n_ot: int = 2000, sinkho
         with stage("log Z, ELBO, ESS" if weighted else "no importance weights: no log Z, ELBO or ESS"):
             if weighted:
                 est, se = metrics.log_Z(lw, seed=seed)
-                out.update(log_Z=est, log_Z_se=se, elbo=metrics.elbo(lw), elbo_se=metrics.mean_se(lw), ess=metrics.ess(lw))
+                out.update(log_Z=est, log_Z_se=se, elbo=metrics.elbo(lw), elbo_se=metrics.mean_se(lw),
+                           ess=metrics.ess(lw))
         if target.log_Z is not None and weighted:
             out.update(log_Z_true=float(target.log_Z), delta_log_Z=abs(out["elbo"] - target.log_Z),
                        delta_log_Z_rw=abs(est - target.log_Z))

@@ -153,8 +153,9 @@ def mean_se(log_w, name: str = "log_w") -> float:
     .. math:: \mathrm{se} = s / \sqrt{n}, \qquad s^2 = \frac{1}{n-1}\sum_i (\log w_i - \overline{\log w})^2 .
 
     Comparisons of an ELBO gap with a published one need it: on 2000 paths of trained samplers the
-    ELBO's se was 0.015 on funnel10 (DDS) and 0.073 on manywell32 (PIS), and the EUBO's se on funnel10 there is of the order of the EUBO's excess over log Z (a few
-    exact samples in the funnel's wide mouth carry log weights in the thousands). ``inf`` when an entry
+    ELBO's se was 0.015 on funnel10 (DDS) and 0.073 on manywell32 (PIS), and the EUBO's se on funnel10
+    is of the order of the EUBO's excess over log Z (a few exact samples in the funnel's wide mouth
+    carry log weights in the thousands). ``inf`` when an entry
     is -inf (the mean is then -inf); ``nan`` for a single path (no spread to measure).
     """
     lw = _check_log_w(log_w, name)
