@@ -45,6 +45,23 @@ def test_funnel_log_prob_is_the_sum_of_scipy_conditionals(name, x0_std):
     np.testing.assert_allclose(t.log_prob(torch.tensor(x)).numpy(), expected, rtol=1e-12, atol=1e-10)
 
 
+def test_funnel_float32_is_finite_and_accurate_deep_in_the_neck():
+    # x0 = -100: e^{-x0} = e^{100} overflows float32 (max ~3.4e38) though every z_i = x_i e^{-x0/2} is O(1);
+    # the float32 log density and score must match float64 (computed independently by scipy for log_prob)
+    t = cs.targets.get("funnel10")
+    z = torch.randn(6, 9, dtype=F64, generator=_gen(2))
+    x0 = torch.tensor([-100.0, -95.0, -89.0, -50.0, 0.0, 20.0], dtype=F64)[:, None]
+    x = torch.cat([x0, torch.exp(x0 / 2) * z], dim=1)
+    lp32 = t.log_prob(x.float())
+    xn = x.numpy()
+    expected = stats.norm.logpdf(xn[:, 0], 0, 3.0) + stats.norm.logpdf(z.numpy()).sum(1) - 4.5 * xn[:, 0]
+    assert torch.isfinite(lp32).all()
+    np.testing.assert_allclose(lp32.double().numpy(), expected, rtol=1e-5)
+    s32, s64 = t.score(x.float()).double(), t.score(x)
+    assert torch.isfinite(s32).all()
+    np.testing.assert_allclose(s32.numpy(), s64.numpy(), rtol=1e-4, atol=1e-3)  # d log pi / d x0 is O(10)
+
+
 @pytest.mark.parametrize("name,x0_std", [("funnel10", 3.0), ("funnel10_pis", 1.0)])
 def test_funnel_exact_samples_have_the_right_moments(name, x0_std):
     t = cs.targets.get(name)
