@@ -179,6 +179,24 @@ def test_dds_and_dis_train_on_a_gaussian():
         assert -float(lw1.mean()) < 0.3 * -float(lw0.mean())
 
 
+def test_untrained_dis_is_the_reference():
+    """DIS's network is the score's residual from the reference's marginal score -x / sigma^2, so a zero network
+    is the zero control: the untrained DIS draws DDS's untrained paths (the reference, u = 0) to float32 round-off,
+    where a zero score would expand the prior (the reversed VP drift +beta x / 2)."""
+    tgt = gaussian_target(3)
+    dis, dds = cs.samplers.DIS(tgt, steps=25, sigma=1.7), cs.samplers.DDS(tgt, steps=25, sigma=1.7)
+    x = 5.0 * torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+    for t in (0.0, 0.3, 0.96):
+        assert float(dis.policy(t, x).detach().abs().max()) < 1e-5
+    xs, lw = dis.sample(4000, seed=3)
+    xd, lwd = dds.sample(4000, seed=3)
+    torch.testing.assert_close(xs, xd, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lw, lwd, rtol=1e-5, atol=1e-4)
+    # the reference's terminal law N(0, sigma^2 I): sample variance within 5 standard errors (sd 2 s^4 / n)
+    n = xs.shape[0]
+    assert float((xs.var(0) - 1.7 ** 2).abs().max()) < 5 * math.sqrt(2.0 / n) * 1.7 ** 2
+
+
 def test_off_policy_training_with_buffer_and_local_search():
     """Exploration, a replay buffer (backward paths every other step) and MALA local search: it trains,
     counts every energy evaluation, and the buffer holds MALA samples."""

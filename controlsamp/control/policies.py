@@ -149,7 +149,14 @@ class SamplerControl(nn.Module):
     parametrisation" that Sendera et al. 2024 find essential on hard targets).
 
     ``parametrisation="score"`` (the time-reversed diffusion sampler, Berner, Richter & Ullrich 2024): the
-    network is the score s of the reversed noising process and the control is u = -2 k(t) x / g(t) + g(t) s.
+    network output r is the score s of the reversed noising process less the reference's own marginal score,
+    s(t, x) = -x / w(t) + r(t, x) (w(t) the reference's marginal variance, the prior's sigma^2 on DDS's
+    stationary reference), and the control is u = -2 k(t) x / g(t) + g(t) s. A zero network is then the
+    reference itself, as for the control parametrisation; with s = r (a zero score, the score of an infinitely
+    wide target) the untrained sampler expands the prior by e^{int beta / 2} (12-fold on the default VP schedule)
+    and funnel10's log-weights reach 1e23 in the first batch. (Berner et al.'s code starts the score at an
+    interpolation between the prior's and the target's scores for the same reason; here the target's score enters
+    through the learned Langevin gain.)
 
     ``forward(t, x, features=None)``: t a float or a (n,) tensor on the grid; ``features`` the Langevin
     feature at x when the caller has it (``uses_features`` says whether the control takes it)."""
@@ -163,8 +170,10 @@ class SamplerControl(nn.Module):
                              feature=feature)
         self.uses_features = feature is not None
         self.parametrisation, self.step_index = parametrisation, reference.step_index
-        g = reference.g.clamp(min=1e-12)
-        self.register_buffer("c1", (-2.0 * reference.k / g).float())
+        g, w = reference.g.clamp(min=1e-12), reference.w[:-1]
+        # the reference's marginal score -x / w_i (coefficient 0 where w_i = 0: a start at the origin, x = 0)
+        prior = torch.where(w > 0, -reference.g / w.clamp(min=1e-300), torch.zeros_like(w))
+        self.register_buffer("c1", (-2.0 * reference.k / g + prior).float())
         self.register_buffer("c2", reference.g.float())
 
     def on_grid(self, ts: Tensor) -> Callable[..., Tensor]:

@@ -8,7 +8,10 @@ score s_theta in place of grad log p_tau:
 
 Written on DDS's reference (the same stationary OU, reversible), this is the control
 u = sqrt(beta) x / sigma + sigma sqrt(beta) s_theta: the same path space and log-weights as DDS, with the
-network parametrising the score rather than the control (``parametrisation="score"``).
+network parametrising the score rather than the control (``parametrisation="score"``). The network is the
+score's residual from the prior's, s_theta = -x / sigma^2 + r_theta, so an untrained DIS is the reference (as an
+untrained DDS is) and u = sigma sqrt(beta) r_theta: the score's natural scale, where DDS learns u directly (see
+:class:`~controlsamp.control.policies.SamplerControl`).
 """
 from __future__ import annotations
 
