@@ -192,7 +192,7 @@ def test_untrained_dis_is_the_reference():
     xd, lwd = dds.sample(4000, seed=3)
     torch.testing.assert_close(xs, xd, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(lw, lwd, rtol=1e-5, atol=1e-4)
-    # the reference's terminal law N(0, sigma^2 I): sample variance within 5 standard errors (sd 2 s^4 / n)
+    # the reference's terminal law N(0, sigma^2 I): sample variance within 5 standard errors (sd sqrt(2 / n) s^2)
     n = xs.shape[0]
     assert float((xs.var(0) - 1.7 ** 2).abs().max()) < 5 * math.sqrt(2.0 / n) * 1.7 ** 2
 
